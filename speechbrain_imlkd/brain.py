@@ -1,0 +1,314 @@
+"""KDBrain: a SpeechBrain Brain that trains a student with any distiller.
+
+The Brain runs the student on the clean chunk, computes its AAM-softmax
+classification loss and asks its distiller (``hparams.distiller``, chosen in
+YAML, see :mod:`speechbrain_imlkd.distillers`) for the distillation term.
+It knows nothing of the individual methods.
+
+The frozen teacher is passed to the constructor and kept as a plain
+attribute: it is not in ``self.modules``, so ``Brain.fit`` cannot switch it
+to train mode, the checkpointer does not save it and DDP does not wrap it.
+
+Example
+-------
+>>> import torch
+>>> from speechbrain_imlkd.brain import dev_pair_scores
+>>> emb = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0]])
+>>> scores, labels = dev_pair_scores(emb, ["a", "a", "b"], ["f1", "f2", "f3"])
+>>> labels.tolist()
+[1, 0, 0]
+
+Authors
+ * speechbrain-imlkd contributors
+"""
+
+import logging
+import time
+
+import numpy as np
+import speechbrain as sb
+import torch
+
+from speechbrain_imlkd.distillers import DistillationBatch
+
+logger = logging.getLogger(__name__)
+
+
+def dev_pair_scores(embeddings, speakers, sources, max_pairs=None, seed=0):
+    """Cosine scores of all pairs of dev embeddings from different source files.
+
+    Pairs of chunks cut from the same file are left out, since they would
+    make the dev EER look better than cross-utterance verification.
+
+    Arguments
+    ---------
+    embeddings : torch.Tensor
+        ``N x D`` embeddings.
+    speakers : list of str
+        Speaker of each embedding.
+    sources : list of str
+        Source file of each embedding.
+    max_pairs : int, optional
+        Keep a random subset of at most this many pairs.
+    seed : int
+        Seed of the subset.
+
+    Returns
+    -------
+    scores : numpy.ndarray
+    labels : numpy.ndarray
+        1 for same-speaker pairs, 0 otherwise.
+
+    Example
+    -------
+    >>> emb = torch.eye(3)
+    >>> s, l = dev_pair_scores(emb, ["a", "b", "a"], ["x", "y", "z"])
+    >>> s.tolist(), l.tolist()
+    ([0.0, 1.0, 0.0], [0, 1, 0])
+    """
+    emb = torch.nn.functional.normalize(embeddings.float(), dim=-1)
+    sim = (emb @ emb.T).cpu().numpy()
+    n = len(speakers)
+    i, j = np.triu_indices(n, k=1)
+    spk = np.asarray(speakers)
+    src = np.asarray(sources)
+    keep = src[i] != src[j]
+    i, j = i[keep], j[keep]
+    if max_pairs is not None and len(i) > max_pairs:
+        pick = np.random.default_rng(seed).choice(len(i), max_pairs, replace=False)
+        i, j = i[np.sort(pick)], j[np.sort(pick)]
+    return sim[i, j], (spk[i] == spk[j]).astype(np.int64)
+
+
+class KDBrain(sb.Brain):
+    """Trains a student speaker-embedding model by knowledge distillation.
+
+    Expected ``modules``: ``compute_features``, ``mean_var_norm``,
+    ``embedding_model``, ``classifier`` and, for distillers that use it,
+    ``projection``. Expected ``hparams``: ``distiller``, ``compute_cost``
+    (AAM softmax), ``logit_scale`` (the student's posteriors are its cosine
+    logits times this scale, without margin), ``error_stats``, and optionally
+    ``wav_augment``, ``train_logger``, ``lr_annealing``, ``dev_max_pairs``.
+
+    Arguments
+    ---------
+    *args
+        Passed to :class:`speechbrain.Brain`.
+    teacher : speechbrain_imlkd.teacher.Teacher, optional
+        The frozen teacher; required by every distiller but ``scratch``.
+    **kwargs
+        Passed to :class:`speechbrain.Brain`.
+
+    Example
+    -------
+    >>> # See tests/test_brain.py and recipes/VoxCeleb1/imlkd/train_kd.py.
+    >>> KDBrain.__mro__[1] is sb.Brain
+    True
+    """
+
+    def __init__(self, *args, teacher=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.teacher = teacher
+        if self.hparams.distiller.uses_teacher and teacher is None:
+            raise ValueError(
+                f"distiller {type(self.hparams.distiller).__name__} needs a "
+                "teacher: set teacher_source in the YAML"
+            )
+        self.train_time = 0.0
+
+    def student(self, feats, lengths=None):
+        """Runs the student on normalised features.
+
+        Arguments
+        ---------
+        feats : torch.Tensor
+            ``B x T x F`` normalised features.
+        lengths : torch.Tensor, optional
+            Relative lengths.
+
+        Returns
+        -------
+        embeddings : torch.Tensor
+            ``B x D``.
+        logits : torch.Tensor
+            ``B x N``: cosine logits times ``logit_scale`` (no margin).
+        """
+        emb = self.modules.embedding_model(feats, lengths)
+        cos = self.modules.classifier(emb)
+        return emb.squeeze(1), self.hparams.logit_scale * cos.squeeze(1)
+
+    def compute_forward(self, batch, stage):
+        """Computes features and runs the student on the clean chunk.
+
+        Arguments
+        ---------
+        batch : PaddedBatch
+            With ``sig`` and ``spk_id_encoded``.
+        stage : sb.Stage
+            The stage.
+
+        Returns
+        -------
+        dict
+            ``feats``, ``lengths``, ``emb``, ``cos`` (the classifier's
+            cosines, ``B x 1 x N``).
+        """
+        batch = batch.to(self.device)
+        wavs, lens = batch.sig
+        if stage == sb.Stage.TRAIN and getattr(self.hparams, "wav_augment", None):
+            wavs, lens = self.hparams.wav_augment(wavs, lens)
+        feats = self.modules.compute_features(wavs)
+        feats = self.modules.mean_var_norm(feats, lens)
+        emb = self.modules.embedding_model(feats, lens)
+        cos = self.modules.classifier(emb)
+        return {"feats": feats, "lengths": lens, "emb": emb.squeeze(1), "cos": cos}
+
+    def compute_objectives(self, predictions, batch, stage):
+        """AAM-softmax loss on the clean chunk plus the distiller's term.
+
+        Arguments
+        ---------
+        predictions : dict
+            From :meth:`compute_forward`.
+        batch : PaddedBatch
+            The batch.
+        stage : sb.Stage
+            The stage.
+
+        Returns
+        -------
+        torch.Tensor
+            The loss.
+        """
+        labels, _ = batch.spk_id_encoded
+        if stage == sb.Stage.TRAIN and getattr(self.hparams, "wav_augment", None):
+            labels = self.hparams.wav_augment.replicate_labels(labels)
+        lens = predictions["lengths"]
+        cls_loss = self.hparams.compute_cost(predictions["cos"], labels, lens)
+        if stage != sb.Stage.TRAIN:
+            self.error_metrics.append(batch.id, predictions["cos"], labels, lens)
+            self.dev_embeddings.append(predictions["emb"].detach().cpu())
+            self.dev_speakers.extend(batch.spk_id)
+            self.dev_sources.extend(batch.wav)
+            return cls_loss
+
+        teacher = self.teacher
+        if teacher is not None:
+            teacher.ensure_frozen()
+        kd_batch = DistillationBatch(
+            feats=predictions["feats"],
+            lengths=lens,
+            labels=labels.squeeze(-1),
+            student_emb=predictions["emb"],
+            student_logits=self.hparams.logit_scale * predictions["cos"].squeeze(1),
+            student=self.student,
+            teacher_embed=teacher.embed if teacher is not None else None,
+            teacher_logits=teacher.logits if teacher is not None else None,
+            projection=getattr(self.modules, "projection", None),
+            ids=batch.id,
+        )
+        kd_loss, terms = self.hparams.distiller(kd_batch)
+        self._accumulate_terms({"cls": cls_loss.detach(), **terms})
+        return cls_loss + kd_loss
+
+    def _accumulate_terms(self, terms):
+        for name, value in terms.items():
+            total, count = self.loss_terms.get(name, (0.0, 0))
+            self.loss_terms[name] = (total + float(value), count + 1)
+
+    def on_fit_start(self):
+        """Moves the teacher to the run device, then the usual fit start.
+
+        Returns
+        -------
+        None
+        """
+        if self.teacher is not None:
+            self.teacher.to(self.device)
+        super().on_fit_start()
+
+    def on_stage_start(self, stage, epoch=None):
+        """Resets the per-stage statistics.
+
+        Arguments
+        ---------
+        stage : sb.Stage
+            The stage.
+        epoch : int, optional
+            The epoch.
+        """
+        self.loss_terms = {}
+        self.stage_start = time.time()
+        if stage != sb.Stage.TRAIN:
+            self.error_metrics = self.hparams.error_stats()
+            self.dev_embeddings, self.dev_speakers, self.dev_sources = [], [], []
+
+    def on_stage_end(self, stage, stage_loss, epoch=None):
+        """Logs the losses, dev error and dev EER; checkpoints on the dev EER.
+
+        Arguments
+        ---------
+        stage : sb.Stage
+            The stage.
+        stage_loss : float
+            Average loss of the stage.
+        epoch : int, optional
+            The epoch.
+        """
+        from speechbrain_imlkd.scoring import compute_eer
+
+        if stage == sb.Stage.TRAIN:
+            self.train_time += time.time() - self.stage_start
+            self.train_stats = {"loss": stage_loss}
+            self.train_stats.update(
+                {k: total / max(count, 1) for k, (total, count) in self.loss_terms.items()}
+            )
+            return
+        stats = {"loss": stage_loss, "error": self.error_metrics.summarize("average")}
+        scores, labels = dev_pair_scores(
+            torch.cat(self.dev_embeddings),
+            self.dev_speakers,
+            self.dev_sources,
+            max_pairs=getattr(self.hparams, "dev_max_pairs", None),
+        )
+        if labels.min() != labels.max():
+            stats["EER"] = float(compute_eer(scores[labels == 1], scores[labels == 0])[0])
+        else:
+            # A dev split with one speaker, or one file per speaker, has no
+            # target or no non-target pairs: the classification error ranks.
+            stats["EER"] = stats["error"]
+            logger.warning("dev split has no %s pairs: EER replaced by error",
+                           "target" if labels.max() == 0 else "non-target")
+        self.last_dev_stats = stats
+        if stage == sb.Stage.VALID:
+            lr = self.optimizer.param_groups[0]["lr"] if self.optimizer else None
+            logger_ = getattr(self.hparams, "train_logger", None)
+            if logger_ is not None:
+                logger_.log_stats(
+                    stats_meta={"epoch": epoch, "lr": lr, "train_time_s": round(self.train_time, 1)},
+                    train_stats=getattr(self, "train_stats", None),
+                    valid_stats=stats,
+                )
+            if self.checkpointer is not None:
+                self.checkpointer.save_and_keep_only(
+                    meta={"EER": stats["EER"], "train_time_s": self.train_time},
+                    min_keys=["EER"],
+                )
+
+    def on_fit_batch_end(self, batch, outputs, loss, should_step):
+        """Steps a per-batch learning-rate schedule when one is configured.
+
+        Arguments
+        ---------
+        batch : PaddedBatch
+            The batch.
+        outputs : dict
+            The forward outputs.
+        loss : torch.Tensor
+            The loss.
+        should_step : bool
+            Whether the optimizer stepped.
+        """
+        lr_sched = getattr(self.hparams, "lr_annealing", None)
+        if should_step and lr_sched is not None and hasattr(lr_sched, "on_batch_end"):
+            lr_sched.on_batch_end(self.optimizer)
