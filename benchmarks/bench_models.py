@@ -33,6 +33,9 @@ from speechbrain_imlkd.models import (
     count_parameters,
 )
 
+# Fbank's 10 ms frame shift, as in count_macs.
+FRAMES_PER_SECOND = 100
+
 
 def measure(channels=(TEACHER_CHANNELS,) + STUDENT_CHANNELS, seconds=3.0, n_mels=80):
     """Counts parameters and MACs for each width.
@@ -61,7 +64,7 @@ def measure(channels=(TEACHER_CHANNELS,) + STUDENT_CHANNELS, seconds=3.0, n_mels
     rows = []
     for c in channels:
         model = build_ecapa(channels=c, n_mels=n_mels).eval()
-        n_frames = 1 + int(round(seconds * 100))
+        n_frames = 1 + int(round(seconds * FRAMES_PER_SECOND))
         counter = FlopCounterMode(display=False)
         with counter, torch.no_grad():
             model(torch.zeros(1, n_frames, n_mels))

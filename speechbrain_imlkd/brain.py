@@ -227,6 +227,26 @@ class KDBrain(sb.Brain):
             self.teacher.to(self.device)
         super().on_fit_start()
 
+    def _wrap_distributed(self):
+        """Wraps the student's modules with DDP; the teacher stays unwrapped.
+
+        SpeechBrain converts every module to ``SyncBatchNorm`` first, which
+        PyTorch only supports on GPUs: a CPU (gloo) run fails with
+        "SyncBatchNorm layers only work with GPU modules". On the CPU the
+        modules are wrapped without the conversion (each process keeps its
+        own BatchNorm statistics, as plain DDP does); on GPUs SpeechBrain's
+        own wrapping is used unchanged.
+        """
+        if not (self.distributed_launch and str(self.device).startswith("cpu")):
+            return super()._wrap_distributed()
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        for name, module in self.modules.items():
+            if any(p.requires_grad for p in module.parameters()):
+                self.modules[name] = DDP(
+                    module, device_ids=None, find_unused_parameters=self.find_unused_parameters
+                )
+
     def on_stage_start(self, stage, epoch=None):
         """Resets the per-stage statistics.
 
@@ -282,6 +302,11 @@ class KDBrain(sb.Brain):
         self.last_dev_stats = stats
         if stage == sb.Stage.VALID:
             lr = self.optimizer.param_groups[0]["lr"] if self.optimizer else None
+            lr_sched = getattr(self.hparams, "lr_annealing", None)
+            if lr_sched is not None and self.optimizer is not None:
+                # An epoch-level schedule, as SpeechBrain's ECAPA recipe uses.
+                lr, next_lr = lr_sched(epoch)
+                sb.nnet.schedulers.update_learning_rate(self.optimizer, next_lr)
             logger_ = getattr(self.hparams, "train_logger", None)
             if logger_ is not None:
                 logger_.log_stats(
@@ -294,21 +319,3 @@ class KDBrain(sb.Brain):
                     meta={"EER": stats["EER"], "train_time_s": self.train_time},
                     min_keys=["EER"],
                 )
-
-    def on_fit_batch_end(self, batch, outputs, loss, should_step):
-        """Steps a per-batch learning-rate schedule when one is configured.
-
-        Arguments
-        ---------
-        batch : PaddedBatch
-            The batch.
-        outputs : dict
-            The forward outputs.
-        loss : torch.Tensor
-            The loss.
-        should_step : bool
-            Whether the optimizer stepped.
-        """
-        lr_sched = getattr(self.hparams, "lr_annealing", None)
-        if should_step and lr_sched is not None and hasattr(lr_sched, "on_batch_end"):
-            lr_sched.on_batch_end(self.optimizer)

@@ -376,8 +376,8 @@ class MultiLevelKD(Distiller):
     -------
     >>> d = MultiLevelKD(durations=[0.3, 0.6], temperatures=[1, 2], eta=1.0)
     >>> loss, terms = d(DistillationBatch.toy(n_frames=80))
-    >>> sorted(terms)[:3]
-    ['batch', 'class', 'emb']
+    >>> {"instance", "class", "batch", "dur0.3", "dur0.6"} <= set(terms)
+    True
     """
 
     uses_projection = True

@@ -262,7 +262,8 @@ def _cache_key(items, model_key, sample_rate, chunk_samples):
     for utt in sorted(items):
         path, seg = items[utt]
         st = os.stat(path)
-        digest.update(f"\n{utt}\t{path}\t{seg}\t{st.st_size}\t{st.st_mtime_ns}".encode())
+        line = f"\n{utt}\t{path}\t{seg}\t{st.st_size}\t{st.st_mtime_ns}"
+        digest.update(line.encode())
     return digest.hexdigest()
 
 

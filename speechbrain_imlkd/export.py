@@ -504,8 +504,9 @@ def main(argv=None):
 
     Returns
     -------
-    pathlib.Path
-        The exported folder.
+    None
+        (A console-script entry point: a return value would become the
+        exit status.)
 
     Example
     -------
@@ -518,7 +519,9 @@ def main(argv=None):
         prog="imlkd-export",
         description="Export a SpeechBrain ECAPA-TDNN checkpoint in the hub layout.",
     )
-    parser.add_argument("hparams", help="training hparams YAML (e.g. <output>/hyperparams.yaml)")
+    parser.add_argument(
+        "hparams", help="training hparams YAML (e.g. <output>/hyperparams.yaml)"
+    )
     parser.add_argument(
         "--checkpoint",
         required=True,
@@ -580,7 +583,6 @@ def main(argv=None):
         card={k: v for k, v in card.items() if v is not None},
     )
     print(f"Exported {ckpt} to {folder}")
-    return folder
 
 
 if __name__ == "__main__":

@@ -756,7 +756,9 @@ def _batches(chunks, batch_size):
             yield positions[i : i + batch_size]
 
 
-def _compute_shard(teacher, chunks, labels, plan, settings, storage, n_bands, rule, alpha, store_logits, batch_size):
+def _compute_shard(
+    teacher, chunks, labels, plan, settings, storage, n_bands, rule, alpha, store_logits, batch_size
+):
     """Saliency and teacher targets of every planned segment of ``chunks``."""
     n = len(chunks)
     sal_shape = {"full": (teacher.n_mels,), "bands": (n_bands,), "time": ()}[storage]
@@ -894,7 +896,7 @@ def _valid_record(cache_dir, k, h, ids, check_sum=True):
     elif check_sum and _sha256_file(data_path) != record.get("sha256"):
         reason = "checksum mismatch (torn or corrupt)"
     if reason is not None:
-        logger.warning("IG cache %s: redoing shard %d: %s", data_path, k, reason)
+        logger.warning("IG cache shard %s is not usable (%s): it will be redone", data_path, reason)
         return None
     return record
 
@@ -969,10 +971,25 @@ def _write_index_if_complete(cache_dir, key, h, chunks, n_shards, shard_size):
         record = _valid_record(cache_dir, k, h, ids, check_sum=False)
         if record is None:
             return False
-        shards.append({"file": record["file"], "bytes": record["bytes"], "sha256": record["sha256"]})
+        shards.append({name: record[name] for name in ("file", "bytes", "sha256")})
         for pos, chunk_id in enumerate(ids):
             index[chunk_id] = [k, pos]
-    content = {"key_hash": h, "format": FORMAT_VERSION, "n_chunks": len(chunks), "shards": shards, "chunks": index}
+    stored = _read_json(cache_dir / KEY_FILE)
+    if stored is None or stored.get("hash") != h:
+        # Every shard is verified for this key: the key file must say so too
+        # (a rank other than 0 may finish last in direct multi-process use).
+        _write_atomic(
+            cache_dir / KEY_FILE,
+            json.dumps({"hash": h, "key": key}, indent=1).encode(),
+            f".{os.getpid()}.tmp",
+        )
+    content = {
+        "key_hash": h,
+        "format": FORMAT_VERSION,
+        "n_chunks": len(chunks),
+        "shards": shards,
+        "chunks": index,
+    }
     _write_atomic(cache_dir / INDEX_FILE, json.dumps(content).encode(), f".{os.getpid()}.tmp")
     return True
 
@@ -1107,7 +1124,9 @@ def precompute_ig_cache(
     rank, world_size = _resolve_rank(rank, world_size)
     chunks = read_chunks(train_csv, plan, teacher.sample_rate)
     labels = _speaker_indices(teacher, chunks) if settings.target == "speaker_logit" else None
-    key = cache_key(teacher, train_csv, plan, settings, rule, alpha, storage, n_bands, store_logits, shard_size)
+    key = cache_key(
+        teacher, train_csv, plan, settings, rule, alpha, storage, n_bands, store_logits, shard_size
+    )
     h = key_hash(key)
     cache_dir = Path(cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
@@ -1194,7 +1213,8 @@ class CachedSaliency:
     verify : bool
         Check each shard's SHA-256 the first time it is opened.
     max_open_shards : int
-        Shards kept memory-mapped at once.
+        Shards kept memory-mapped at once (a mapping costs no memory until
+        read; the page cache holds what was read).
 
     Example
     -------
@@ -1205,7 +1225,15 @@ class CachedSaliency:
     speechbrain_imlkd.ig_cache.CacheError: IG cache /nonexistent/cache is incomplete (no key.json): run recipes/VoxCeleb1/imlkd/compute_ig.py, or train with ig_cache_rebuild: True
     """
 
-    def __init__(self, cache_dir, plan=None, expected_key=None, device=None, verify=True, max_open_shards=16):
+    def __init__(
+        self,
+        cache_dir,
+        plan=None,
+        expected_key=None,
+        device=None,
+        verify=True,
+        max_open_shards=1024,
+    ):
         self.cache_dir = Path(cache_dir)
         self.plan = plan
         self.expected_key = expected_key
@@ -1275,9 +1303,7 @@ class CachedSaliency:
         self._index = index
         if self.plan is None:
             p = key["plan"]
-            self.plan = SegmentPlan(
-                p["durations"], p["chunk_seconds"], p["offsets_per_duration"], p["frames_per_second"]
-            )
+            self.plan = SegmentPlan(**p)
         return self
 
     @property
@@ -1502,14 +1528,70 @@ def select_saliency_source(ig_mode, online, cached):
     raise ValueError(f"ig_mode={ig_mode!r}: expected 'online' or 'cached'")
 
 
+def recipe_plan(hparams):
+    """The recipe's segment plan: ``ig_plan``, or one built from its durations.
+
+    Arguments
+    ---------
+    hparams : dict
+        Uses ``ig_plan`` when present, else ``durations``, ``seg_dur`` and
+        ``ig_plan_offsets`` (optional).
+
+    Returns
+    -------
+    SegmentPlan
+
+    Example
+    -------
+    >>> recipe_plan({"durations": [1.0, 2.0], "seg_dur": 2.0}).counts
+    (2, 1)
+    """
+    if hparams.get("ig_plan") is not None:
+        return hparams["ig_plan"]
+    return SegmentPlan(
+        durations=hparams["durations"],
+        chunk_seconds=hparams["seg_dur"],
+        offsets_per_duration=hparams.get("ig_plan_offsets"),
+    )
+
+
+def recipe_ig_settings(hparams):
+    """The recipe's IG settings: ``ig_settings``, or ones built from ``ig_*`` keys.
+
+    Arguments
+    ---------
+    hparams : dict
+        Uses ``ig_settings`` when present, else ``ig_target``, ``ig_steps``,
+        ``ig_method`` and ``ig_internal_batch_size`` (all optional).
+
+    Returns
+    -------
+    IGSettings
+
+    Example
+    -------
+    >>> recipe_ig_settings({"ig_target": "embedding_cosine", "ig_steps": 8}).as_dict()
+    {'target': 'embedding_cosine', 'steps': 8, 'method': 'gauss_legendre'}
+    """
+    if hparams.get("ig_settings") is not None:
+        return hparams["ig_settings"]
+    return IGSettings(
+        target=hparams.get("ig_target", "speaker_logit"),
+        steps=hparams.get("ig_steps"),
+        method=hparams.get("ig_method"),
+        internal_batch_size=hparams.get("ig_internal_batch_size", 64),
+    )
+
+
 def prepare_ig_cache(hparams, teacher, rebuild=None):
     """Makes sure a recipe's IG cache exists and fits, and opens its source.
 
     Call it on *every* process (not ``run_on_main``): under ``torchrun`` the
     ranks share the precomputation. Reads these hyperparameters:
-    ``train_csv``, ``ig_cache_folder``, ``ig_plan`` (:class:`SegmentPlan`),
-    ``ig_settings`` (:class:`IGSettings`), ``integration_rule``,
-    ``integration_alpha``, and optionally ``ig_cache_storage`` (``bands``),
+    ``train_csv``, ``integration_rule``, ``integration_alpha``, the plan and
+    IG settings (:func:`recipe_plan`, :func:`recipe_ig_settings`), and
+    optionally ``ig_cache_folder`` (``<output_root>/ig_cache``),
+    ``ig_cache_storage`` (``bands``),
     ``ig_cache_n_bands`` (8), ``ig_cache_shard_size`` (256),
     ``ig_cache_batch_size`` (8), ``ig_cache_store_logits`` (True),
     ``ig_cache_rebuild`` (True) and ``saliency_source`` (opened when it is a
@@ -1556,8 +1638,8 @@ def prepare_ig_cache(hparams, teacher, rebuild=None):
     if rebuild is None:
         rebuild = hparams.get("ig_cache_rebuild", True)
     options = dict(
-        plan=hparams["ig_plan"],
-        ig_settings=hparams["ig_settings"],
+        plan=recipe_plan(hparams),
+        ig_settings=recipe_ig_settings(hparams),
         storage=hparams.get("ig_cache_storage", "bands"),
         n_bands=hparams.get("ig_cache_n_bands", 8),
         shard_size=hparams.get("ig_cache_shard_size", 256),
@@ -1565,7 +1647,9 @@ def prepare_ig_cache(hparams, teacher, rebuild=None):
         alpha=hparams["integration_alpha"],
         store_logits=hparams.get("ig_cache_store_logits", True),
     )
-    cache_dir = hparams["ig_cache_folder"]
+    cache_dir = hparams.get("ig_cache_folder")
+    if cache_dir is None:
+        cache_dir = Path(hparams["output_root"]) / "ig_cache"
     key_options = {k: v for k, v in options.items()}
     key = cache_key(
         teacher,
@@ -1586,6 +1670,11 @@ def prepare_ig_cache(hparams, teacher, rebuild=None):
             raise CacheError(f"IG cache {cache_dir} is still incomplete after precomputation")
     source = hparams.get("saliency_source")
     if isinstance(source, CachedSaliency):
+        if Path(source.cache_dir).resolve() != Path(cache_dir).resolve():
+            raise ValueError(
+                f"saliency_source reads {source.cache_dir} but ig_cache_folder is "
+                f"{cache_dir}: point both at the same folder"
+            )
         source.open(expected_key=key)
     else:
         CachedSaliency(cache_dir, options["plan"]).open(expected_key=key)

@@ -28,8 +28,10 @@ Conventions (those of ``speechbrain.utils.metric_stats``)
   2. the "accept everything" operating point (``P_miss = 0, P_fa = 1``,
      threshold ``-inf``) is a candidate, as in NIST's and Kaldi's tools.
      SpeechBrain omits it; it can only win when ``c_fa (1 - p_target) <
-     c_miss p_target`` and the system is worse than chance, never at
-     ``p_target`` 0.01 or 0.05 with unit costs.
+     c_miss p_target`` and no threshold beats accepting everything, never
+     at ``p_target`` 0.01 or 0.05 with unit costs.
+* S-norm / AS-norm use the unbiased standard deviation (``ddof=1``) of the
+  cohort scores, as ``torch.std`` in SpeechBrain's verification recipe.
 
 Example
 -------
@@ -50,7 +52,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Mapping, Optional, Sequence, Tuple, Union
+from typing import Mapping, Sequence, Tuple
 
 import numpy as np
 
@@ -485,7 +487,9 @@ def _as_matrix(x, name):
     if arr.ndim == 1:
         arr = arr[None]
     if arr.ndim != 2 or arr.shape[0] == 0:
-        raise ValueError(f"{name} must be a non-empty N x D matrix, got shape {arr.shape}")
+        raise ValueError(
+            f"{name} must be a non-empty N x D matrix, got shape {arr.shape}"
+        )
     arr = arr.astype(np.float32, copy=False)
     if not np.isfinite(arr).all():
         raise ValueError(f"{name} contains NaN or inf")
@@ -509,7 +513,8 @@ def l2_normalise(x, mean=None):
 
     Example
     -------
-    >>> l2_normalise([[4.0, 5.0], [1.0, 1.0]], mean=[1.0, 1.0]).astype(float).round(4).tolist()
+    >>> x = l2_normalise([[4.0, 5.0], [1.0, 1.0]], mean=[1.0, 1.0])
+    >>> x.astype(float).round(4).tolist()
     [[0.6, 0.8], [0.0, 0.0]]
     """
     x = np.array(x, dtype=np.float32)
@@ -544,9 +549,10 @@ def cosine_scores(
 
     Example
     -------
-    >>> cosine_scores([[1.0, 0.0], [0.0, 2.0]], [[2.0, 0.0], [1.0, 1.0]]).round(4).tolist()
+    >>> s = cosine_scores([[1.0, 0.0], [0.0, 2.0]], [[2.0, 0.0], [1.0, 1.0]])
+    >>> s.round(4).tolist()
     [1.0, 0.7071]
-    >>> cosine_scores([[1.0, 0.0]], [[1.0, 0.0], [0.0, 1.0]], enrol_index=[0, 0]).tolist()
+    >>> cosine_scores([[1.0, 0.0]], [[1.0, 0.0], [0.0, 1.0]], [0, 0]).tolist()
     [1.0, 0.0]
     """
     e = l2_normalise(_as_matrix(enrol_emb, "enrol_emb"))
@@ -561,8 +567,9 @@ def cosine_scores(
 
 def _trial_indices(e, t, enrol_index, test_index):
     """Validated trial -> row index arrays."""
-    ei = np.arange(e.shape[0]) if enrol_index is None else np.asarray(enrol_index, dtype=np.int64)
-    ti = np.arange(t.shape[0]) if test_index is None else np.asarray(test_index, dtype=np.int64)
+    ei = np.arange(e.shape[0]) if enrol_index is None else enrol_index
+    ti = np.arange(t.shape[0]) if test_index is None else test_index
+    ei, ti = np.asarray(ei, dtype=np.int64), np.asarray(ti, dtype=np.int64)
     if ei.shape != ti.shape or ei.ndim != 1:
         raise ValueError(
             f"enrol and test sides give {ei.shape} and {ti.shape} trials; "
@@ -578,7 +585,9 @@ def _trial_indices(e, t, enrol_index, test_index):
     return ei, ti
 
 
-def cohort_statistics(embeddings, cohort, top_k=None, chunk_size=None, max_chunk_bytes=64 << 20):
+def cohort_statistics(
+    embeddings, cohort, top_k=None, chunk_size=None, max_chunk_bytes=64 << 20
+):
     """Mean and standard deviation of each embedding's cosine scores to a cohort.
 
     Arguments
@@ -611,7 +620,8 @@ def cohort_statistics(embeddings, cohort, top_k=None, chunk_size=None, max_chunk
 
     Example
     -------
-    >>> mean, std = cohort_statistics([[1.0, 0.0]], [[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]])
+    >>> cohort = [[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]]
+    >>> mean, std = cohort_statistics([[1.0, 0.0]], cohort)
     >>> mean.round(4).tolist(), std.round(4).tolist()
     ([0.0], [1.0])
     >>> cohort_statistics([[1.0, 0.0]], [[1.0, 0.0], [0.0, 1.0]], top_k=3)
@@ -626,9 +636,13 @@ def cohort_statistics(embeddings, cohort, top_k=None, chunk_size=None, max_chunk
         raise ValueError(f"Embedding sizes differ: {x.shape[1]} vs cohort {c.shape[1]}")
     if top_k is not None:
         if top_k < 2:
-            raise ValueError(f"top_k must be at least 2 (a std needs 2 scores), got {top_k}")
+            raise ValueError(
+                f"top_k must be at least 2 (a std needs 2 scores), got {top_k}"
+            )
         if n_c < top_k:
-            raise ValueError(f"The cohort has {n_c} embeddings, fewer than top_k={top_k}")
+            raise ValueError(
+                f"The cohort has {n_c} embeddings, fewer than top_k={top_k}"
+            )
     if n_c < 2:
         raise ValueError(f"The cohort needs at least 2 embeddings, got {n_c}")
     if chunk_size is None:
@@ -807,7 +821,8 @@ def score_trials(
             f"No embedding for {len(missing)} utterance(s), e.g. {missing[:5]}"
         )
     row = {u: i for i, u in enumerate(utts)}
-    matrix = _as_matrix(np.stack([np.asarray(embeddings[u]) for u in utts]), "embeddings")
+    matrix = np.stack([np.asarray(embeddings[u]) for u in utts])
+    matrix = _as_matrix(matrix, "embeddings")
     mean = None
     if cohort is not None:
         cohort = _as_matrix(cohort, "cohort")
@@ -973,7 +988,8 @@ def plot_det(systems, out_png, trial_list=None, title=None, max_points=4000):
     >>> import tempfile, pathlib, numpy as np
     >>> rng = np.random.default_rng(0)
     >>> out = pathlib.Path(tempfile.mkdtemp()) / "det.png"
-    >>> plot_det({"toy": (rng.normal(2, 1, 200), rng.normal(0, 1, 2000))}, out).is_file()
+    >>> toy = (rng.normal(2, 1, 200), rng.normal(0, 1, 2000))
+    >>> plot_det({"toy": toy}, out).is_file()
     True
     """
     import matplotlib
@@ -987,7 +1003,8 @@ def plot_det(systems, out_png, trial_list=None, title=None, max_points=4000):
     for label, (tgt, non) in curves.items():
         p_miss, p_fa, _ = det_curve(tgt, non)
         if p_miss.size > max_points:
-            keep = np.unique(np.linspace(0, p_miss.size - 1, max_points).round().astype(int))
+            keep = np.linspace(0, p_miss.size - 1, max_points).round()
+            keep = np.unique(keep.astype(int))
             p_miss, p_fa = p_miss[keep], p_fa[keep]
         eer, _ = compute_eer(tgt, non)
         ax.plot(
@@ -1097,7 +1114,9 @@ def read_cohort_csv(csv_path, cohort_size=None, seed=1234, data_folder=None):
                 ) from None
             utt = row["ID"]
             if utt in wavs:
-                raise ValueError(f"Cohort CSV {csv_path}, line {lineno}: duplicate ID {utt!r}")
+                raise ValueError(
+                    f"Cohort CSV {csv_path}, line {lineno}: duplicate ID {utt!r}"
+                )
             wav = row["wav"]
             if data_folder is not None:
                 wav = wav.replace("$data_root", str(data_folder))
@@ -1112,7 +1131,8 @@ def read_cohort_csv(csv_path, cohort_size=None, seed=1234, data_folder=None):
                 f"cohort_size={cohort_size} but the cohort CSV {csv_path} has "
                 f"only {len(ids)} rows (use cohort_size: null for all of them)"
             )
-        pick = np.sort(np.random.default_rng(seed).choice(len(ids), cohort_size, replace=False))
+        rng = np.random.default_rng(seed)
+        pick = np.sort(rng.choice(len(ids), cohort_size, replace=False))
         ids = [ids[i] for i in pick]
     return ids, {u: wavs[u] for u in ids}, {u: segments[u] for u in ids}
 
@@ -1226,7 +1246,8 @@ def evaluate_model(
     ...     for clip in ("00001", "00002"):
     ...         f = root / "wav" / spk / "v" / f"{clip}.wav"
     ...         f.parent.mkdir(parents=True, exist_ok=True)
-    ...         sf.write(f, np.sin(np.arange(1600) / f0) + 0.01 * np.random.randn(1600), 16000)
+    ...         x = np.sin(np.arange(1600) / f0) + 0.01 * np.random.randn(1600)
+    ...         sf.write(f, x, 16000)
     >>> _ = (root / "trials.txt").write_text(
     ...     "1 id10001/v/00001.wav id10001/v/00002.wav\\n"
     ...     "0 id10001/v/00001.wav id10002/v/00001.wav\\n")
@@ -1284,7 +1305,7 @@ def evaluate_model(
         model_dir = Path(model)
         model_key = model_fingerprint(model_dir)
         model = load_model(model_dir, run_opts=run_opts)
-    cache = Path(cache_dir) if cache_dir is not None else output_folder / "embedding_cache"
+    cache = output_folder / "embedding_cache" if cache_dir is None else Path(cache_dir)
     if model_key is None:
         logger.info("No model_key for this encoder: embeddings are not cached")
         cache = None
@@ -1298,14 +1319,14 @@ def evaluate_model(
         sample_rate=sample_rate,
         progress=progress,
     )
-    emb = extract_embeddings(
-        model, utts, {u: wav_folder / u for u in utts}, desc="Trial embeddings", **common
-    )
+    wavs = {u: wav_folder / u for u in utts}
+    emb = extract_embeddings(model, utts, wavs, desc="Trial embeddings", **common)
     cohort = None
     if cohort_rows is not None:
-        ids, wavs, segs = cohort_rows
+        ids, cohort_wavs, segs = cohort_rows
         cohort_emb = extract_embeddings(
-            model, ids, wavs, segments=segs, desc="Cohort embeddings", **common
+            model, ids, cohort_wavs, segments=segs, desc="Cohort embeddings",
+            **common,
         )
         cohort = np.stack([cohort_emb[u] for u in ids])
 
@@ -1339,7 +1360,9 @@ def evaluate_model(
             "%s: EER %.3f%%, %s",
             name,
             100 * metrics["eer"],
-            ", ".join(f"minDCF({p:g}) {metrics[f'min_dcf_{p:g}']:.4f}" for p in p_targets),
+            ", ".join(
+                f"minDCF({p:g}) {metrics[f'min_dcf_{p:g}']:.4f}" for p in p_targets
+            ),
         )
     plot_det(curves, output_folder / DET_FILE, title=None)
     tmp = output_folder / (RESULTS_FILE + ".tmp")

@@ -28,8 +28,7 @@ Example
 >>> fbank, norm = features_pipeline(n_mels=40)
 >>> teacher = Teacher(fbank, norm, build_ecapa(16, lin_neurons=8, n_mels=40))
 >>> feats = teacher.features(torch.rand(2, 8000), torch.ones(2))
->>> feats.requires_grad_()
-tensor(...)
+>>> _ = feats.requires_grad_()
 >>> emb = teacher.embed(feats)
 >>> emb.sum().backward()
 >>> emb.shape, bool(feats.grad.abs().sum() > 0)
@@ -221,6 +220,9 @@ class Teacher:
         self.device = torch.device(device)
         for module in self._modules():
             module.to(self.device)
+        if self.interface is not None:
+            # The inference object shares these modules; keep it consistent.
+            self.interface.device = str(self.device)
         if self._columns is not None:
             self._columns = self._columns.to(self.device)
         if self._centroids is not None:
@@ -610,7 +612,6 @@ def _looks_like_path(source):
     return (
         isinstance(source, Path)
         or text.startswith(("/", ".", "~"))
-        or os.sep + os.sep in text
         or os.path.exists(text)
         or not _HUB_ID.match(text)
     )
@@ -765,7 +766,11 @@ def load_teacher(
     hparams["savedir"] = str(savedir)
 
     pretrainer = hparams["pretrainer"]
-    dropped = []
+    if "embedding_model" not in pretrainer.loadables:
+        raise ValueError(
+            f"{hparams_path}: its pretrainer does not load 'embedding_model' "
+            "(the teacher would keep random weights)"
+        )
     if is_local:
         for name in list(pretrainer.loadables):
             path = _local_file(source, pretrainer, name)
@@ -774,7 +779,6 @@ def load_teacher(
                 pretrainer.paths[name] = str(path)
                 continue
             if name in OPTIONAL_LOADABLES:
-                dropped.append(name)
                 del pretrainer.loadables[name]
                 pretrainer.paths.pop(name, None)
                 continue
@@ -805,22 +809,26 @@ def load_teacher(
             _check_state_dict(name, obj, path)
     pretrainer.load_collected()
 
-    for name in dropped:
-        logger.info("Teacher %s: no %s, posteriors need centroids", source, name)
+    # A classifier or label encoder whose file was not loaded would be
+    # random / empty: such parts are dropped, never used.
+    unloaded = [k for k in OPTIONAL_LOADABLES if k not in pretrainer.loadables]
+    for name in unloaded:
+        if hparams.get(name) is not None:
+            logger.info(
+                "Teacher %s: no %s loaded, posteriors need centroids", source, name
+            )
         hparams[name] = None
     modules = {
-        k: v for k, v in hparams.get("modules", {}).items() if k not in dropped
+        k: v for k, v in hparams.get("modules", {}).items() if k not in unloaded
     }
     for key in REQUIRED_MODULES:
         modules.setdefault(key, hparams[key])
-    if "classifier" not in dropped and "classifier" in hparams:
+    if hparams.get("classifier") is not None:
         modules.setdefault("classifier", hparams["classifier"])
     label_encoder = hparams.get("label_encoder")
     classifier = modules.get("classifier")
-    if label_encoder is not None and "label_encoder" in pretrainer.loadables:
+    if label_encoder is not None:
         _check_label_encoder(label_encoder, classifier, paths.get("label_encoder"))
-    elif "label_encoder" not in pretrainer.loadables:
-        label_encoder = None
 
     interface = EncoderClassifier(
         modules=modules, hparams=hparams, run_opts=run_opts, freeze_params=True

@@ -442,6 +442,8 @@ def test_missing_data_folder(tmp_path, corpus):
     _, trials = corpus
     with pytest.raises(FileNotFoundError, match=r"Data folder not found: .*no_such_dir"):
         prepare_voxceleb1(tmp_path / "no_such_dir", tmp_path / "csv", trials)
+    with pytest.raises(NotADirectoryError, match=r"not a folder: .*veri_test2.txt"):
+        prepare_voxceleb1(trials, tmp_path / "csv", trials)
 
 
 def test_empty_data_folder(tmp_path, corpus):

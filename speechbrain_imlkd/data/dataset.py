@@ -90,24 +90,18 @@ def _from_csv(csv_path, required, replacements):
     )
 
 
-def _add_audio_pipeline(
-    datasets, csv_paths, sample_rate, chunk_samples=None, generator=None
-):
+def _add_audio_pipeline(datasets, csv_path, sample_rate, chunk_samples=None):
     """Adds the ``sig`` item: the row's segment, or a random chunk of it."""
 
     @sb.utils.data_pipeline.takes("id", "wav", "start", "stop")
     @sb.utils.data_pipeline.provides("sig")
     def audio_pipeline(row_id, wav, start, stop):
         """Reads the ``start:stop`` samples of ``wav`` (checked audio)."""
-        start, stop = _segment_bounds(row_id, start, stop, csv_paths)
+        start, stop = _segment_bounds(row_id, start, stop, csv_path)
         if chunk_samples is not None and stop - start > chunk_samples:
             # A fresh offset each time the item is drawn: every epoch sees a
             # different part of long segments.
-            offset = int(
-                torch.randint(
-                    0, stop - start - chunk_samples + 1, (1,), generator=generator
-                )
-            )
+            offset = int(torch.randint(0, stop - start - chunk_samples + 1, (1,)))
             start = start + offset
             stop = start + chunk_samples
         return read_wav_checked(wav, sample_rate=sample_rate, start=start, stop=stop)

@@ -131,9 +131,9 @@ _NOISE_TYPES = ("white", "pink", "brown", "babble")
 # Spread (dB) of the random equaliser gains: microphones, rooms and codecs of
 # different videos colour the long-term spectrum by several dB, enough to
 # mask part of the spectral-envelope differences between speakers.
-_EQ_STD_DB = 5.0
-_HIGHPASS_HZ = (50.0, 300.0)
-_LOWPASS_LOW_HZ = 3800.0
+_EQ_STD_DB = 4.0
+_HIGHPASS_HZ = (50.0, 200.0)
+_LOWPASS_LOW_HZ = 4500.0
 
 
 def _rng_for(seed, *keys):
@@ -240,8 +240,8 @@ class SpeakerVoice:
             sex=sex,
             f0_mean=float(f0_mean),
             f0_range=float(rng.uniform(1.2, 3.5)),
-            vtl_factor=float(vtl_centre * np.exp(rng.normal(0.0, 0.05))),
-            formant_offsets=rng.normal(0.0, 0.05, (len(_VOWELS), 2)).round(5).tolist(),
+            vtl_factor=float(vtl_centre * np.exp(rng.normal(0.0, 0.06))),
+            formant_offsets=rng.normal(0.0, 0.06, (len(_VOWELS), 2)).round(5).tolist(),
             f45_offsets=rng.normal(0.0, 0.05, 2).round(5).tolist(),
             bandwidth_factor=float(np.exp(rng.normal(0.0, 0.2))),
             open_quotient=float(rng.uniform(0.4, 0.75)),
@@ -279,7 +279,7 @@ class SpeakerVoice:
         return dataclasses.replace(
             self,
             f0_mean=self.f0_mean * 2.0 ** (rng.normal(0.0, 1.0) / 12.0),
-            spectral_tilt=self.spectral_tilt + rng.normal(0.0, 1.0),
+            spectral_tilt=self.spectral_tilt + rng.normal(0.0, 0.7),
             speaking_rate=self.speaking_rate * float(np.exp(rng.normal(0.0, 0.05))),
             breathiness=self.breathiness * float(np.exp(rng.normal(0.0, 0.15))),
         )
@@ -413,7 +413,7 @@ class Channel:
         rt60 = drr = rir_seed = None
         if rng.random() < reverb_prob:
             rt60 = float(rng.uniform(0.2, 0.8))
-            drr = float(rng.uniform(-3.0, 10.0))
+            drr = float(rng.uniform(0.0, 12.0))
             rir_seed = int(rng.integers(2**31))
         return cls(
             sample_rate=int(sample_rate),

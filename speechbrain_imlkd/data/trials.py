@@ -84,7 +84,8 @@ def speaker_of(path):
     return path.split("/", 1)[0]
 
 
-@dataclass
+# eq=False: field-wise equality is ambiguous for the numpy labels.
+@dataclass(eq=False)
 class Trials:
     """A parsed trial list.
 

@@ -60,7 +60,12 @@ import numpy as np
 
 from speechbrain.utils.data_utils import download_file
 
-from speechbrain_imlkd.data.audio import AudioError, audio_info, check_audio_info
+from speechbrain_imlkd.data.audio import (
+    AudioError,
+    audio_info,
+    check_audio_info,
+    read_wav_checked,
+)
 from speechbrain_imlkd.data.trials import (
     _read_text,
     read_trials,
@@ -238,6 +243,8 @@ def _resolve_wav_folder(data_folder, need_audio):
                 "directly inside it"
             )
     elif need_audio:
+        if root.exists():
+            raise NotADirectoryError(f"Data folder is not a folder: {root}")
         raise FileNotFoundError(f"Data folder not found: {root}")
     # With given durations nothing is read: only the CSV paths need a root.
     return root if root.name == "wav" else root / "wav"
@@ -450,14 +457,12 @@ def _drop_silent(rows, amp_th, silent):
 
     The IDs of the other rows are appended to the list ``silent``.
     """
-    import soundfile as sf
-
     cache_wav, cache_sig = None, None
     for row in rows:
         wav, start, stop = row[2], row[3], row[4]
         if wav != cache_wav:
             # Rows of one file are consecutive: decode each file once.
-            cache_sig, _ = sf.read(wav, dtype="float32", always_2d=False)
+            cache_sig = read_wav_checked(wav, sample_rate=None).numpy()
             cache_wav = wav
         if float(np.mean(np.abs(cache_sig[start:stop]))) < amp_th:
             silent.append(row[0])
