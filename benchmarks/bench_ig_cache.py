@@ -258,7 +258,9 @@ def main(argv=None):
         "`bands` storage, random-weight ECAPA-TDNN teacher (lin_neurons 192, 1,211 "
         "centroid logits); wall-clock time of the whole `precompute_ig_cache` call "
         "(audio, features, IG, teacher pass on the integrated inputs, shard write). "
-        "The last column extrapolates linearly to the dev set's chunks on this CPU.",
+        "The last column extrapolates linearly to the dev set's chunks on this CPU. "
+        "Every rule costs `steps` teacher forward+backward passes per segment, so "
+        "rows with equal steps differ only by the noise of the shared CPU.",
         "",
         "| teacher C | method | steps | segments/s | chunks/s "
         "| dev set, hours on this CPU (extrapolated) |",

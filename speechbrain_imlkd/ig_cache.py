@@ -38,6 +38,11 @@ Layout of ``cache_dir``:
 A cache built with another key is never reused silently: precomputation
 rebuilds it, training with ``rebuild=False`` raises :class:`CacheKeyError`.
 
+In the recipe (``ig_mode: cached``), :func:`prepare_ig_cache` is called on
+every process by ``compute_ig.py`` and ``train_kd.py``: it precomputes what
+is missing or stale (the ranks of ``torchrun`` sharing the shards) and opens
+the YAML's :class:`CachedSaliency` with the expected key.
+
 Example
 -------
 >>> import tempfile, torch
@@ -1132,7 +1137,10 @@ def precompute_ig_cache(
     cache_dir.mkdir(parents=True, exist_ok=True)
     if rank == 0:
         _clear_stale(cache_dir, key, h)
-    for leftover in cache_dir.glob(f"*.rank{rank}.tmp"):
+    # Leftovers of interrupted writes. Before the barrier no rank writes, so
+    # rank 0 may remove them all; independent processes only their own.
+    everyone = rank == 0 and (world_size == 1 or _distributed())
+    for leftover in cache_dir.glob("*.tmp" if everyone else f"*.rank{rank}.tmp"):
         leftover.unlink(missing_ok=True)
     _barrier()
 
@@ -1177,6 +1185,31 @@ def _index_hash(cache_dir):
 # ---------------------------------------------------------------------- #
 # Training from the cache
 # ---------------------------------------------------------------------- #
+def _example_cache(folder, storage="bands", store_logits=True):
+    """A two-chunk cache of a tiny random teacher, for the examples.
+
+    Returns ``(teacher, cache_dir, plan, ids)``; the plan is 0.25 s (two
+    segments) and 0.5 s (one) on 0.5 s chunks.
+    """
+    from speechbrain_imlkd.data.dataset import write_toy_csvs
+    from speechbrain_imlkd.models import build_ecapa, features_pipeline
+    from speechbrain_imlkd.teacher import Teacher
+
+    folder = Path(folder)
+    csv_path, _ = write_toy_csvs(folder, seconds=0.5)
+    torch.manual_seed(0)
+    teacher = Teacher(*features_pipeline(80), build_ecapa(16, 8, attention_channels=8))
+    speakers = ["id00001", "id00002"]
+    cents = dict(zip(speakers, torch.randn(2, 8)))
+    teacher.set_training_speakers(speakers, mode="centroid", centroid_data=cents)
+    plan = SegmentPlan(durations=[0.25, 0.5], chunk_seconds=0.5)
+    precompute_ig_cache(
+        teacher, csv_path, folder / "cache", plan, IGSettings(steps=2),
+        storage=storage, store_logits=store_logits,
+    )
+    return teacher, folder / "cache", plan, ["id00001--0", "id00002--0"]
+
+
 class CachedSaliency:
     """Saliency source of :class:`~speechbrain_imlkd.distillers.IMLKD` served from a cache.
 
@@ -1185,6 +1218,8 @@ class CachedSaliency:
     None), crops ``batch.feats`` at the planned start and returns
     ``SegmentTargets(inputs=integrated_inputs(segment, saliency, rule, alpha),
     teacher_emb, teacher_logits)``, rule and strength being the cache's.
+    Unlike :class:`~speechbrain_imlkd.distillers.OnlineSaliency`, whose
+    crops start anywhere, segments come from the fixed :class:`SegmentPlan`.
 
     Augmented batches: ``batch.feats`` may come from an augmented waveform.
     The stored saliency, computed on the *clean* segment, is then applied to
@@ -1218,11 +1253,18 @@ class CachedSaliency:
 
     Example
     -------
-    >>> source = CachedSaliency("/nonexistent/cache")
-    >>> source.open()
-    Traceback (most recent call last):
-    ...
-    speechbrain_imlkd.ig_cache.CacheError: IG cache /nonexistent/cache is incomplete (no key.json): run recipes/VoxCeleb1/imlkd/compute_ig.py, or train with ig_cache_rebuild: True
+    >>> import tempfile
+    >>> from speechbrain_imlkd.distillers import IMLKD, DistillationBatch
+    >>> teacher, cache, plan, ids = _example_cache(tempfile.mkdtemp())
+    >>> batch = DistillationBatch.toy(batch_size=2, n_frames=51, n_feats=80, n_speakers=2)
+    >>> batch.feats, batch.ids = teacher.features(torch.rand(2, 8000)), ids
+    >>> batch.teacher_embed = None  # training from the cache runs no teacher
+    >>> distiller = IMLKD(CachedSaliency(cache, plan), durations=plan.durations,
+    ...                   temperatures=[1.0])
+    >>> batch.projection = torch.nn.Linear(5, 8)
+    >>> loss, terms = distiller(batch)
+    >>> bool(torch.isfinite(loss))
+    True
     """
 
     def __init__(
@@ -1265,6 +1307,13 @@ class CachedSaliency:
         CacheKeyError
             The cache's key differs from the expected one, or its plan from
             ``plan``.
+
+        Example
+        -------
+        >>> CachedSaliency("/nonexistent/cache").open()
+        Traceback (most recent call last):
+        ...
+        speechbrain_imlkd.ig_cache.CacheError: IG cache /nonexistent/cache is incomplete (no key.json): run recipes/VoxCeleb1/imlkd/compute_ig.py, or train with ig_cache_rebuild: True
         """
         if expected_key is not None:
             self.expected_key = expected_key
@@ -1308,12 +1357,29 @@ class CachedSaliency:
 
     @property
     def rule(self):
-        """Integration rule the cache's teacher targets were computed with."""
+        """Integration rule the cache's teacher targets were computed with.
+
+        Example
+        -------
+        >>> import tempfile
+        >>> _, cache, plan, _ = _example_cache(tempfile.mkdtemp())
+        >>> src = CachedSaliency(cache)
+        >>> src.rule, src.alpha, src.plan == plan
+        ('saliency_scale', 1.0, True)
+        """
         return self._opened().key["integration"]["rule"]
 
     @property
     def alpha(self):
-        """Integration strength the cache's teacher targets were computed with."""
+        """Integration strength the cache's teacher targets were computed with.
+
+        Example
+        -------
+        >>> import tempfile
+        >>> _, cache, _, _ = _example_cache(tempfile.mkdtemp())
+        >>> CachedSaliency(cache).alpha
+        1.0
+        """
         return self._opened().key["integration"]["alpha"]
 
     def _opened(self):
@@ -1404,6 +1470,17 @@ class CachedSaliency:
         -------
         list of speechbrain_imlkd.distillers.SegmentTargets
             One per duration.
+
+        Example
+        -------
+        >>> import tempfile
+        >>> teacher, cache, plan, ids = _example_cache(tempfile.mkdtemp(), store_logits=False)
+        >>> feats = teacher.features(torch.rand(2, 8000))
+        >>> src = CachedSaliency(cache, plan)
+        >>> out = src.segment_targets(feats, ids, [torch.tensor([1, 0]), torch.tensor([0, 0])],
+        ...                           logits_fn=teacher.logits)
+        >>> [tuple(t.inputs.shape) for t in out], tuple(out[1].teacher_logits.shape)
+        ([(2, 25, 80), (2, 50, 80)], (2, 2))
         """
         from speechbrain_imlkd.distillers import SegmentTargets
 
@@ -1478,6 +1555,17 @@ class CachedSaliency:
         Returns
         -------
         list of speechbrain_imlkd.distillers.SegmentTargets
+
+        Example
+        -------
+        >>> import tempfile
+        >>> from speechbrain_imlkd.distillers import DistillationBatch
+        >>> teacher, cache, plan, ids = _example_cache(tempfile.mkdtemp(), storage="time")
+        >>> batch = DistillationBatch.toy(batch_size=2, n_frames=51, n_feats=80, n_speakers=2)
+        >>> batch.feats, batch.ids = teacher.features(torch.rand(2, 8000)), ids
+        >>> targets = CachedSaliency(cache, plan)(batch, plan.durations)
+        >>> tuple(targets[0].teacher_emb.shape)
+        (2, 8)
         """
         self._opened()
         if [float(d) for d in durations] != list(self.plan.durations):

@@ -455,6 +455,7 @@ def test_direct_rank_split_equals_one_process(teacher, corpus, full_cache, tmp_p
 
 
 WORKER = """
+import json
 import sys
 import torch.distributed as dist
 sys.path.insert(0, {tests!r})
@@ -463,7 +464,9 @@ from speechbrain_imlkd.ig_cache import precompute_ig_cache
 dist.init_process_group("gloo")
 report = precompute_ig_cache(make_teacher(), {csv!r}, {cache!r}, PLAN, SETTINGS,
                              storage="full", shard_size=2, batch_size=2)
-print("rank", dist.get_rank(), "computed", report.computed, "complete", report.complete)
+# One file per rank: printed lines of two processes may interleave.
+with open({cache!r} + f".rank{{dist.get_rank()}}.json", "w") as f:
+    json.dump({{"computed": report.computed, "complete": report.complete}}, f)
 dist.destroy_process_group()
 """
 
@@ -480,8 +483,11 @@ def test_two_process_precompute_equals_one_process(corpus, full_cache, tmp_path)
         capture_output=True, text=True, timeout=240, env=env,
     )
     assert out.returncode == 0, out.stderr[-3000:]
-    assert "rank 0 computed [0, 2] complete True" in out.stdout
-    assert "rank 1 computed [1] complete True" in out.stdout
+    reports = [json.loads(Path(f"{cache}.rank{r}.json").read_text()) for r in (0, 1)]
+    assert reports == [
+        {"computed": [0, 2], "complete": True},
+        {"computed": [1], "complete": True},
+    ]
     # Other thread counts may reorder float sums: equal within float16.
     assert_same_cache(cache, full_cache, exact=False)
 

@@ -98,7 +98,8 @@ def test_embedding_projection():
         proj.linear.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]]))
         proj.linear.bias.zero_()
     # Projected (3, 4, 0) vs (0, 0, 7): orthogonal, distance^2 = 2.
-    got = embedding_alignment_loss(torch.tensor([[3.0, 4.0]]), torch.tensor([[0.0, 0.0, 7.0]]), proj)
+    s, t = torch.tensor([[3.0, 4.0]]), torch.tensor([[0.0, 0.0, 7.0]])
+    got = embedding_alignment_loss(s, t, proj)
     assert got.item() == pytest.approx(2.0, rel=1e-6)
     same = EmbeddingProjection(3, 3)
     x = torch.randn(2, 3)

@@ -92,11 +92,22 @@ def shared_out(tmp_path_factory):
     return tmp_path_factory.mktemp("kd_runs")
 
 
-@pytest.mark.parametrize("method", ["scratch", "kd", "emb_kd", "mlkd", "imlkd"])
-def test_every_method_trains_exports_and_scores(method, corpus, teacher_dir, shared_out):
-    extra = ["--ig_steps=2"] if method == "imlkd" else []
+@pytest.mark.parametrize(
+    "method,extra",
+    [
+        ("scratch", []),
+        ("kd", []),
+        ("emb_kd", []),
+        ("mlkd", []),
+        ("imlkd", ["--ig_steps=2", "--ig_mode=cached"]),
+        ("imlkd", ["--ig_steps=2", "--ig_mode=online", "--seed=7"]),
+    ],
+    ids=["scratch", "kd", "emb_kd", "mlkd", "imlkd-cached", "imlkd-online"],
+)
+def test_every_method_trains_exports_and_scores(method, extra, corpus, teacher_dir, shared_out):
     results = run(method, corpus, teacher_dir, shared_out, *extra)
-    folder = shared_out / method / "seed1986"
+    seed = extra[-1].split("=")[1] if extra and extra[-1].startswith("--seed") else "1986"
+    folder = shared_out / method / f"seed{seed}"
     log = (folder / "train_log.txt").read_text()
     assert "epoch: 1" in log and "valid EER" in log
     # The method's own loss terms are logged separately.
@@ -108,6 +119,8 @@ def test_every_method_trains_exports_and_scores(method, corpus, teacher_dir, sha
     assert trial["n_trials"] == 12 and 0.0 <= trial["eer"] <= 1.0
     saved = json.loads((folder / "eval" / "results.json").read_text())
     assert saved["parameters"] == results["parameters"] > 0
+    if "--ig_mode=cached" in extra:
+        assert (shared_out / "ig_cache" / "index.json").is_file()
 
 
 def test_resume_continues_from_checkpoint(corpus, teacher_dir, tmp_path):

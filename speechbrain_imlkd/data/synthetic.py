@@ -75,6 +75,8 @@ __all__ = [
 # Bump whenever the synthesis changes the bytes written for a given seed, so
 # that a cached corpus made by older code is regenerated instead of reused.
 CORPUS_VERSION = "1"
+# Recorded in meta.json; a constant because __name__ is "__main__" under -m.
+_GENERATOR = "speechbrain_imlkd.data.synthetic"
 
 _VIDEO_ALPHABET = string.ascii_letters + string.digits + "-_"
 
@@ -131,7 +133,7 @@ _NOISE_TYPES = ("white", "pink", "brown", "babble")
 # Spread (dB) of the random equaliser gains: microphones, rooms and codecs of
 # different videos colour the long-term spectrum by several dB, enough to
 # mask part of the spectral-envelope differences between speakers.
-_EQ_STD_DB = 4.0
+_EQ_STD_DB = 3.0
 _HIGHPASS_HZ = (50.0, 200.0)
 _LOWPASS_LOW_HZ = 4500.0
 
@@ -375,7 +377,7 @@ class Channel:
     rir_seed: object = None
 
     @classmethod
-    def sample(cls, rng, sample_rate, reverb_prob=0.3, snr_range=(5.0, 30.0)):
+    def sample(cls, rng, sample_rate, reverb_prob=0.25, snr_range=(10.0, 40.0)):
         """Draws a random channel.
 
         Arguments
@@ -406,7 +408,7 @@ class Channel:
         eq_freqs = np.geomspace(100.0, 0.9 * nyquist, n_points)
         eq_gains = rng.normal(0.0, _EQ_STD_DB, n_points)
         highpass = float(np.exp(rng.uniform(np.log(_HIGHPASS_HZ[0]), np.log(_HIGHPASS_HZ[1]))))
-        lowpass = float(rng.uniform(_LOWPASS_LOW_HZ, nyquist * 1.1))
+        lowpass = float(rng.uniform(min(_LOWPASS_LOW_HZ, 0.8 * nyquist), nyquist * 1.1))
         lowpass = None if lowpass >= 0.95 * nyquist else lowpass
         noise_type = _NOISE_TYPES[int(rng.integers(len(_NOISE_TYPES)))]
         snr = float(rng.uniform(float(snr_range[0]), float(snr_range[1])))
@@ -461,8 +463,9 @@ class Channel:
         -------
         >>> import numpy as np
         >>> ch = Channel.sample(np.random.default_rng(0), 16000)
-        >>> ch.frequency_response(np.array([0.0, 1000.0]))[0]
-        0.0
+        >>> mag = ch.frequency_response(np.array([0.0, 1000.0]))
+        >>> float(mag[0]), bool(mag[1] > 0)
+        (0.0, True)
         """
         freqs = np.asarray(freqs, dtype=float)
         logf = np.log(np.maximum(freqs, 1.0))
@@ -530,7 +533,8 @@ def _phone_plan(voice, duration, rng):
     ``burst``, ``aspiration``; it covers at least ``duration``.
     """
     rate = voice.speaking_rate
-    plan = [("pause", rng.uniform(0.05, 0.2), {})]
+    # The leading silence stays a small part of even very short clips.
+    plan = [("pause", min(rng.uniform(0.05, 0.2), 0.1 * duration), {})]
     total = plan[0][1]
     words_left_in_phrase = int(rng.integers(3, 7))
 
@@ -674,7 +678,8 @@ def _frame_tracks(voice, plan, n_frames, hop_s, rng):
         if e > s:
             semitones[s:e] = np.linspace(0.6, -0.6, e - s) * voice.f0_range
     accent_kernel = np.exp(-0.5 * (np.arange(-20, 21) / 8.0) ** 2)
-    semitones += np.convolve(accents * rng.uniform(0.5, 1.2, n_frames), accent_kernel, "same") * voice.f0_range
+    bumps = np.convolve(accents * rng.uniform(0.5, 1.2, n_frames), accent_kernel)
+    semitones += bumps[len(accent_kernel) // 2:][:n_frames] * voice.f0_range
     drift = np.cumsum(rng.standard_normal(n_frames)) * 0.05
     semitones += _smooth(drift - drift.mean(), 15)
     f0 = voice.f0_mean * 2.0 ** (semitones / 12.0)
@@ -750,12 +755,15 @@ def synthesize_utterance(voice, duration, rng, sample_rate=16000):
     n_fft = 4 * hop
     nyquist = sample_rate / 2.0
 
+    # Very short requests are synthesised at one FFT frame and cut.
+    n_synth = max(n_samples, n_fft)
+
     plan = _phone_plan(voice, duration, rng)
-    n_frames = n_samples // hop + 2
+    n_frames = n_synth // hop + 2
     formants, voicing, tract_noise, fric_noise, fric_centre, fric_bw, f0 = _frame_tracks(
         voice, plan, n_frames, hop / sample_rate, rng
     )
-    source = _glottal_source(voice, f0, hop, n_samples, sample_rate, rng)
+    source = _glottal_source(voice, f0, hop, n_synth, sample_rate, rng)
     freqs, _, spec = scipy.signal.stft(source, fs=sample_rate, nperseg=n_fft, noverlap=n_fft - hop)
     spec = spec.T  # frames x bins, frame i centred on sample i * hop
     n_frames = spec.shape[0]
@@ -882,7 +890,9 @@ def apply_channel(wave, channel, rng):
     rir = channel.impulse_response()
     if rir is not None:
         wave = scipy.signal.fftconvolve(wave, rir)[:n]
-    speech_power = np.mean(wave**2)
+    # An all-silent input still gets the session noise, at the level it
+    # would have under speech of the synthesiser's RMS (0.05).
+    speech_power = np.mean(wave**2) or 0.05**2
     noise = _coloured_noise(n, channel.noise_type, rng, sr)
     snr = channel.snr_db + rng.uniform(-1.0, 1.0)
     mixed = wave + noise * np.sqrt(speech_power / 10.0 ** (snr / 10.0))
@@ -1044,11 +1054,9 @@ def _make_trials(test_clips, n_trials, rng):
             f"speakers only have {len(target_pool)} distinct ones: lower n_trials or raise "
             "n_test_speakers / sessions_per_speaker / utterances_per_session"
         )
-    if n_nontarget > len(nontarget_pool):
-        raise ValueError(
-            f"n_trials={n_trials} asks for {n_nontarget} non-target trials, but the held-out "
-            f"speakers only have {len(nontarget_pool)} distinct ones: lower n_trials"
-        )
+    # No check is needed for non-targets: with >= 2 held-out speakers there
+    # are always more cross-speaker pairs than same-speaker pairs, and
+    # n_nontarget <= n_target + 1.
     trials = []
     for label, pool, count in ((1, target_pool, n_target), (0, nontarget_pool, n_nontarget)):
         chosen = pool[np.sort(rng.choice(len(pool), size=count, replace=False))]
@@ -1109,8 +1117,8 @@ def _read_meta(meta_path):
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as err:
         raise ValueError(f"{meta_path}: not valid JSON ({err}); delete the corpus folder to regenerate") from None
-    if not isinstance(meta, dict) or meta.get("generator") != __name__:
-        raise ValueError(f"{meta_path}: not written by {__name__}; refusing to overwrite it")
+    if not isinstance(meta, dict) or meta.get("generator") != _GENERATOR:
+        raise ValueError(f"{meta_path}: not a meta.json written by {_GENERATOR}; leaving it alone")
     return meta
 
 
@@ -1125,8 +1133,8 @@ def generate_corpus(
     n_trials=600,
     sample_rate=16000,
     seed=0,
-    reverb_prob=0.3,
-    snr_range=(5.0, 30.0),
+    reverb_prob=0.25,
+    snr_range=(10.0, 40.0),
     num_workers=1,
 ):
     """Writes a synthetic speaker-verification corpus in the VoxCeleb1 layout.
@@ -1208,12 +1216,9 @@ def generate_corpus(
                 and (root / "veri_test2.txt").exists():
             logger.info("Synthetic corpus in %s is complete with identical options: skipping generation", root)
             return previous
-        logger.info("Synthetic corpus in %s differs (options, version or incomplete): removing the %d files "
-                    "it created and regenerating", root, len(previous.get("utterances", [])))
-        _remove_previous(root, previous, meta_path)
     elif (root / "wav").is_dir() and any((root / "wav").iterdir()) or (root / "veri_test2.txt").exists():
         raise FileExistsError(
-            f"{root} already holds wav/ or veri_test2.txt but no meta.json from {__name__}: "
+            f"{root} already holds wav/ or veri_test2.txt but no meta.json from {_GENERATOR}: "
             "not a synthetic corpus, refusing to overwrite; choose an empty root"
         )
 
@@ -1233,7 +1238,7 @@ def generate_corpus(
     train_ids = [s["id"] for s in plan if s["split"] == "train"]
     test_ids = [s["id"] for s in plan if s["split"] == "test"]
     meta = {
-        "generator": __name__,
+        "generator": _GENERATOR,
         "version": CORPUS_VERSION,
         "complete": False,
         "options": options,
@@ -1257,6 +1262,11 @@ def generate_corpus(
             "total_duration_s": round(sum(u["duration"] for u in utterances), 3),
         },
     }
+    # Only now, with the new plan known to be feasible, is the old corpus removed.
+    if previous is not None:
+        logger.info("Synthetic corpus in %s differs (options, version or incomplete): removing the %d files "
+                    "it created and regenerating", root, len(previous.get("utterances", [])))
+        _remove_previous(root, previous, meta_path)
     root.mkdir(parents=True, exist_ok=True)
     # Written first, marked incomplete: an interrupted run is then known
     # to be ours and cleaned up by the next call.
@@ -1375,13 +1385,16 @@ def _cosine_trial_eer(root, meta, transform):
     return _eer(np.sum(enrol * test, axis=1), [t[0] for t in trials])
 
 
-def baseline_eer(root, centre=True):
+def baseline_eer(root, centre=True, level_normalise=True):
     """EER of an untrained baseline on the corpus trials.
 
-    Each utterance is its mean log-Mel filterbank vector (80 bands);
-    trials are scored by cosine similarity. With ``centre`` the mean vector
-    of the trial utterances is subtracted first (unsupervised, and a much
-    stronger baseline than raw cosine, whose scores all sit near 1).
+    Each utterance is its mean log-Mel filterbank vector (80 bands) and
+    trials are scored by cosine similarity. By default two unsupervised
+    normalisations make it as strong as an untrained system can reasonably
+    be: ``level_normalise`` subtracts each vector's mean over bands (the
+    playback level, an additive constant in the log domain, would otherwise
+    dominate the cosine), and ``centre`` subtracts the mean vector of the
+    trial utterances.
 
     Arguments
     ---------
@@ -1389,6 +1402,8 @@ def baseline_eer(root, centre=True):
         A corpus written by :func:`generate_corpus`.
     centre : bool
         Subtract the mean over the trial utterances.
+    level_normalise : bool
+        Subtract each utterance's mean over the Mel bands.
 
     Returns
     -------
@@ -1408,7 +1423,11 @@ def baseline_eer(root, centre=True):
     meta = _load_meta(root)
 
     def transform(x):
-        return x - x.mean(0, keepdims=True) if centre else x
+        if level_normalise:
+            x = x - x.mean(1, keepdims=True)
+        if centre:
+            x = x - x.mean(0, keepdims=True)
+        return x
 
     return _cosine_trial_eer(root, meta, transform)
 
@@ -1517,8 +1536,8 @@ def main(argv=None):
     parser.add_argument("--n_trials", type=int, default=600)
     parser.add_argument("--sample_rate", type=int, default=16000)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--reverb_prob", type=float, default=0.3)
-    parser.add_argument("--snr_range", type=float, nargs=2, default=(5.0, 30.0), metavar=("LOW", "HIGH"))
+    parser.add_argument("--reverb_prob", type=float, default=0.25)
+    parser.add_argument("--snr_range", type=float, nargs=2, default=(10.0, 40.0), metavar=("LOW", "HIGH"))
     parser.add_argument("--num_workers", type=int, default=1)
     parser.add_argument("--report", action="store_true", help="also print the baseline and LDA EERs")
     args = parser.parse_args(argv)
@@ -1545,7 +1564,7 @@ def main(argv=None):
         f"{counts['total_duration_s']:.1f} s of audio, {meta['trials']['n_trials']} trials"
     )
     if args.report:
-        print(f"baseline EER (mean fbank, centred cosine): {100 * baseline_eer(args.root):.2f}%")
+        print(f"baseline EER (mean log-Mel, level-normalised, centred, cosine): {100 * baseline_eer(args.root):.2f}%")
         if counts["n_train_speakers"] >= 2:
             print(f"LDA EER (trained on the train speakers): {100 * lda_eer(args.root):.2f}%")
     return 0

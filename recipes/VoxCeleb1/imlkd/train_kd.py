@@ -31,6 +31,7 @@ from speechbrain.utils.distributed import if_main_process, run_on_main
 from speechbrain_imlkd.brain import KDBrain
 from speechbrain_imlkd.data.dataset import TRAIN_OUTPUT_KEYS, train_dev_datasets
 from speechbrain_imlkd.data.voxceleb import prepare_voxceleb1
+from speechbrain_imlkd.ig_cache import prepare_ig_cache
 from speechbrain_imlkd.hparams_utils import load_recipe_hparams, merged_yaml_text
 from speechbrain_imlkd.recipe_utils import (
     evaluate_student,
@@ -117,6 +118,10 @@ def main(argv=None):
     teacher = None
     if hparams["distiller"].uses_teacher:
         teacher = prepare_teacher(hparams, run_opts, label_encoder, train_ds)
+    if teacher is not None and hparams.get("ig_mode") == "cached":
+        # On every rank, not run_on_main: under torchrun the ranks share the
+        # precomputation (each its own shards, then a barrier).
+        prepare_ig_cache(hparams, teacher)
 
     brain = KDBrain(
         modules=hparams["modules"],
