@@ -61,7 +61,7 @@ def dev_pair_scores(embeddings, speakers, sources, max_pairs=None, seed=0):
 
     Example
     -------
-    >>> emb = torch.eye(3)
+    >>> emb = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]])
     >>> s, l = dev_pair_scores(emb, ["a", "b", "a"], ["x", "y", "z"])
     >>> s.tolist(), l.tolist()
     ([0.0, 1.0, 0.0], [0, 1, 0])

@@ -294,6 +294,9 @@ def run_demo(out_dir, work_dir, n_seeds=1, config=DEFAULT_CONFIG, toy=False):
     if toy:
         for key, value in cfg["toy"].items():
             cfg[key] = {**cfg[key], **value}
+    import torch
+
+    torch.set_num_threads(cfg["threads"])
     seeds = cfg["seeds"][:n_seeds]
     if n_seeds < 1 or len(seeds) < n_seeds:
         raise ValueError(f"seeds={n_seeds}: the demo config lists {len(cfg['seeds'])} seeds")
@@ -329,8 +332,6 @@ def run_demo(out_dir, work_dir, n_seeds=1, config=DEFAULT_CONFIG, toy=False):
             k = i_seed * len(cfg["methods"]) + i_m + 1
             say(f"3/6 student {k}/{n_runs}: {method}, seed {seed}")
             overrides = {**cfg["students"], **cfg["method_overrides"].get(method, {})}
-            if method != "imlkd":
-                overrides.pop("ig_mode", None)
             t0 = time.time()
             res = train_kd.main(
                 [str(RECIPE / "hparams" / f"{method}_ecapa.yaml"), f"--data_folder={corpus}",

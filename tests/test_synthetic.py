@@ -278,6 +278,26 @@ def test_untrained_baseline_is_poor_but_identity_is_learnable(small):
     assert learnt < baseline - 0.05
 
 
+def test_channel_is_a_real_nuisance(small):
+    """Clips of one video share a channel: their mean-fbank vectors are much
+    closer than clips of the same speaker in different videos."""
+    root, meta = small
+    utts = [u for u in meta["utterances"] if u["split"] == "test"]
+    x = mean_fbank_vectors([root / "wav" / u["path"] for u in utts])
+    x = x - x.mean(1, keepdims=True)
+    x = x - x.mean(0)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    sim = x @ x.T
+    spk = np.array([u["speaker"] for u in utts])
+    vid = np.array([u["video"] for u in utts])
+    off_diag = ~np.eye(len(utts), dtype=bool)
+    same_session = np.equal.outer(vid, vid) & off_diag
+    cross_session = np.equal.outer(spk, spk) & ~np.equal.outer(vid, vid)
+    other_speaker = ~np.equal.outer(spk, spk)
+    assert sim[same_session].mean() > sim[cross_session].mean() + 0.3
+    assert sim[cross_session].mean() > sim[other_speaker].mean()
+
+
 def test_speakers_differ_more_than_sessions_in_clean_speech():
     """Without the channel, utterances of one voice are closer to each other
     (mean log-spectrum) than to other voices: the speaker cue is real."""
@@ -397,10 +417,14 @@ def test_cli_writes_corpus_and_reports(tmp_path, capsys):
     assert "16 utterances" in out and "6 trials" in out
     assert re.search(r"baseline EER .*: \d+\.\d\d%", out) and re.search(r"LDA EER .*: \d+\.\d\d%", out)
     assert json.loads((root / "meta.json").read_text())["options"]["seed"] == 1
-    with pytest.raises(ValueError, match="n_test_speakers"):
+    with pytest.raises(SystemExit) as exit_info:
         main(["--root", str(tmp_path / "bad"), "--n_test_speakers", "1"])
+    assert exit_info.value.code == 2
+    assert "n_test_speakers must be >= 2, got 1" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
     with pytest.raises(SystemExit):
         main(["--root", str(tmp_path / "bad"), "--seed", "abc"])
+    assert "invalid int value: 'abc'" in capsys.readouterr().err
 
 
 # --- bad input --------------------------------------------------------------------
@@ -489,3 +513,21 @@ def test_mean_fbank_rejects_bad_audio(tmp_path):
     sf.write(rate, np.zeros(800), 8000)
     with pytest.raises(ValueError, match="rate.wav: sample rate 8000 Hz, expected 16000"):
         mean_fbank_vectors([rate])
+
+
+@pytest.mark.parametrize("sample_rate", [8000, 22050])
+def test_other_sample_rates(sample_rate):
+    rng = np.random.default_rng(0)
+    voice = SpeakerVoice.sample(rng, "id00001")
+    wave = synthesize_utterance(voice, 0.6, rng, sample_rate)
+    assert len(wave) == round(0.6 * sample_rate)
+    out = apply_channel(wave, Channel.sample(rng, sample_rate, reverb_prob=1.0), rng)
+    assert np.all(np.isfinite(out)) and 0 < np.abs(out).max() < 1
+
+
+def test_extreme_hand_made_voice_stays_finite():
+    voice = synthetic.dataclasses.replace(
+        SpeakerVoice.sample(np.random.default_rng(0), "id00001"), jitter=0.9, shimmer=3.0, f0_mean=390.0
+    )
+    wave = synthesize_utterance(voice, 0.8, np.random.default_rng(1))
+    assert np.all(np.isfinite(wave)) and np.sqrt(np.mean(wave**2)) == pytest.approx(0.05)

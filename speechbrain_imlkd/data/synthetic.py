@@ -42,6 +42,7 @@ Example
 
 import argparse
 import dataclasses
+import io
 import json
 import logging
 import math
@@ -94,8 +95,8 @@ _VOWELS = {
     "V": (640, 1190, 2390),
     "er": (490, 1350, 1690),
 }
-# Voiced non-vowels: (F1, F2, F3, relative voicing gain). Nasals are weaker
-# and wider-band than vowels; the antiresonance is left out on purpose.
+# Voiced non-vowels: (F1, F2, F3, relative voicing gain). Nasals are the
+# weakest; their antiresonance is left out, as it is no speaker cue here.
 _SONORANTS = {
     "m": (250, 1100, 2300, 0.35),
     "n": (250, 1600, 2500, 0.35),
@@ -133,8 +134,12 @@ _NOISE_TYPES = ("white", "pink", "brown", "babble")
 # Spread (dB) of the random equaliser gains: microphones, rooms and codecs of
 # different videos colour the long-term spectrum by several dB, enough to
 # mask part of the spectral-envelope differences between speakers.
+# Together with the SNR range and the reverberation probability these set
+# the difficulty measured in benchmarks/results_synthetic.md.
 _EQ_STD_DB = 3.0
+# Microphone / DC-blocking high-pass cut-off range (log-uniform), Hz.
 _HIGHPASS_HZ = (50.0, 200.0)
+# Lowest codec low-pass cut-off, Hz; draws above 0.95 Nyquist are full-band.
 _LOWPASS_LOW_HZ = 4500.0
 
 
@@ -377,7 +382,7 @@ class Channel:
     rir_seed: object = None
 
     @classmethod
-    def sample(cls, rng, sample_rate, reverb_prob=0.25, snr_range=(10.0, 40.0)):
+    def sample(cls, rng, sample_rate, reverb_prob=0.2, snr_range=(15.0, 40.0)):
         """Draws a random channel.
 
         Arguments
@@ -690,7 +695,9 @@ def _glottal_source(voice, f0_frames, hop, n_samples, sample_rate, rng):
     """Rosenberg glottal-flow derivative with per-cycle jitter and shimmer."""
     f0_samples = np.interp(np.arange(n_samples), np.arange(len(f0_frames)) * hop, f0_frames)
     max_cycles = int(n_samples / sample_rate * f0_samples.max() * 1.5) + 8
-    jit = 1.0 + voice.jitter * rng.standard_normal(max_cycles)
+    # Clipped so that a hand-made voice with huge jitter/shimmer still gives
+    # positive periods and amplitudes.
+    jit = np.clip(1.0 + voice.jitter * rng.standard_normal(max_cycles), 0.5, 1.5)
     # Each period depends on the f0 where the previous one ended, so this
     # recursion is a loop; it runs once per glottal cycle, not per sample.
     periods = []
@@ -703,7 +710,7 @@ def _glottal_source(voice, f0_frames, hop, n_samples, sample_rate, rng):
         t += period
     periods = np.asarray(periods)
     starts = np.concatenate([[0.0], np.cumsum(periods)[:-1]])
-    amps = 1.0 + voice.shimmer * rng.standard_normal(len(periods))
+    amps = np.clip(1.0 + voice.shimmer * rng.standard_normal(len(periods)), 0.0, 2.0)
     pos = np.arange(n_samples, dtype=float)
     cycle = np.searchsorted(starts, pos, side="right") - 1
     phase = (pos - starts[cycle]) / periods[cycle]
@@ -715,6 +722,26 @@ def _glottal_source(voice, f0_frames, hop, n_samples, sample_rate, rng):
     )
     flow *= amps[cycle]
     return np.diff(flow, prepend=0.0)
+
+
+def _stft(x, n_fft, hop, window):
+    """Centred STFT with ``n_fft = 4 * hop``: frame i is centred on sample i * hop."""
+    n_frames = len(x) // hop + 1
+    padded = np.zeros((n_frames + 3) * hop)
+    padded[n_fft // 2:n_fft // 2 + len(x)] = x
+    frames = np.lib.stride_tricks.sliding_window_view(padded, n_fft)[::hop][:n_frames]
+    return scipy.fft.rfft(frames * window, axis=1)
+
+
+def _istft(spec, n_fft, hop, window, n_out):
+    """Weighted overlap-add inverse of :func:`_stft` (first ``n_out`` samples)."""
+    frames = scipy.fft.irfft(spec, n_fft, axis=1) * window
+    n_frames = frames.shape[0]
+    out = np.zeros((n_frames + 3, hop))
+    for k in range(4):
+        out[k:k + n_frames] += frames[:, k * hop:(k + 1) * hop]
+    # A periodic Hann window squared sums to 1.5 at 75 % overlap.
+    return out.reshape(-1)[n_fft // 2:n_fft // 2 + n_out] / 1.5
 
 
 def synthesize_utterance(voice, duration, rng, sample_rate=16000):
@@ -736,7 +763,8 @@ def synthesize_utterance(voice, duration, rng, sample_rate=16000):
     Returns
     -------
     numpy.ndarray
-        Float64 mono waveform with an RMS of 0.05.
+        Float64 mono waveform with an RMS of 0.05 (all zeros only when the
+        clip is too short to reach the first phone).
 
     Example
     -------
@@ -764,8 +792,9 @@ def synthesize_utterance(voice, duration, rng, sample_rate=16000):
         voice, plan, n_frames, hop / sample_rate, rng
     )
     source = _glottal_source(voice, f0, hop, n_synth, sample_rate, rng)
-    freqs, _, spec = scipy.signal.stft(source, fs=sample_rate, nperseg=n_fft, noverlap=n_fft - hop)
-    spec = spec.T  # frames x bins, frame i centred on sample i * hop
+    window = scipy.signal.get_window("hann", n_fft)
+    freqs = np.fft.rfftfreq(n_fft, 1.0 / sample_rate)
+    spec = _stft(source, n_fft, hop, window)  # frames x bins, frame i centred on sample i * hop
     n_frames = spec.shape[0]
     pad = max(0, n_frames - len(voicing))
     tracks = [np.pad(x, [(0, pad)] + [(0, 0)] * (x.ndim - 1), mode="edge")[:n_frames]
@@ -775,44 +804,51 @@ def synthesize_utterance(voice, duration, rng, sample_rate=16000):
     # Cascade of five resonators: F1-F3 follow the phones, F4-F5 are the
     # speaker's; the first bandwidth widens with an open (breathy) glottis.
     f45 = np.array(_F45) * voice.vtl_factor * (1.0 + np.asarray(voice.f45_offsets))
-    all_formants = np.concatenate([formants, np.broadcast_to(f45, (n_frames, 2))], 1)
-    all_formants = np.minimum(all_formants, 0.92 * nyquist)
+    f45 = np.minimum(f45, 0.92 * nyquist)
+    formants = np.minimum(formants, 0.92 * nyquist)
     bandwidths = _BANDWIDTHS * voice.bandwidth_factor
     bandwidths[0] *= 1.0 + 2.0 * voice.breathiness
-    tract_power = np.ones((n_frames, len(freqs)))
-    for k in range(all_formants.shape[1]):
-        tract_power *= _resonator_power(freqs[None, :], all_formants[:, k:k + 1], bandwidths[k], sample_rate)
+    # F4-F5 are constant: one spectrum for all frames.
+    tract_power = (_resonator_power(freqs, f45[0], bandwidths[3], sample_rate)
+                   * _resonator_power(freqs, f45[1], bandwidths[4], sample_rate))
+    for k in range(3):
+        tract_power = tract_power * _resonator_power(freqs[None, :], formants[:, k:k + 1], bandwidths[k],
+                                                     sample_rate)
     tract = np.sqrt(tract_power)
 
     tilt_db = voice.spectral_tilt + rng.normal(0.0, 0.5)
     tilt = 10.0 ** (tilt_db * np.log2(np.maximum(freqs, 500.0) / 500.0) / 20.0)
-    voiced = spec * tract * tilt * voicing[:, None]
+    voiced_gain = tract * tilt
+    voiced_gain *= voicing[:, None]
 
     # Noise components are scaled against the energy of a voiced frame so
     # that the relative gains of the phone inventory mean the same for
     # every speaker and f0.
-    frame_energy = np.sum(np.abs(voiced) ** 2, axis=1)
+    frame_energy = np.sum((spec.real**2 + spec.imag**2) * voiced_gain**2, axis=1)
     strong = voicing > 0.5
     ref_energy = frame_energy[strong].mean() if strong.any() else frame_energy.mean() + 1e-12
-    noise = (rng.standard_normal(spec.shape) + 1j * rng.standard_normal(spec.shape)) / np.sqrt(2.0)
+    noise = np.empty(spec.shape, dtype=complex)
+    noise.real = rng.standard_normal(spec.shape)
+    noise.imag = rng.standard_normal(spec.shape)
 
     def unit_energy(env):
         return env / np.sqrt(np.sum(env**2, axis=1, keepdims=True) + 1e-30)
 
     aspiration_shape = tract * (freqs / 1500.0) / np.sqrt(1.0 + (freqs / 1500.0) ** 2)
-    fric_env = np.sqrt(_resonator_power(freqs[None, :], np.minimum(fric_centre, 0.92 * nyquist)[:, None],
-                                        fric_bw[:, None], sample_rate))
-    fric_env *= np.sqrt(1.0 + (freqs / 1000.0) ** 2)  # flatten the resonator's DC gain
     noise_env = (
         unit_energy(aspiration_shape) * (voice.breathiness * voicing)[:, None]
         + unit_energy(tract) * tract_noise[:, None]
-        + unit_energy(fric_env) * fric_noise[:, None]
     )
-    total = voiced + noise * noise_env * np.sqrt(ref_energy)
-    _, wave = scipy.signal.istft(total.T, fs=sample_rate, nperseg=n_fft, noverlap=n_fft - hop)
-    wave = wave[:n_samples]
-    if len(wave) < n_samples:
-        wave = np.pad(wave, (0, n_samples - len(wave)))
+    rows = np.flatnonzero(fric_noise > 0)  # fricative bands only where used
+    if rows.size:
+        fric_env = np.sqrt(_resonator_power(freqs[None, :], np.minimum(fric_centre[rows], 0.92 * nyquist)[:, None],
+                                            fric_bw[rows, None], sample_rate))
+        fric_env *= np.sqrt(1.0 + (freqs / 1000.0) ** 2)  # flatten the resonator's DC gain
+        noise_env[rows] += unit_energy(fric_env) * fric_noise[rows, None]
+    noise_env *= np.sqrt(ref_energy / 2.0)  # complex noise of unit power per bin
+    total = spec * voiced_gain
+    total += noise * noise_env
+    wave = _istft(total, n_fft, hop, window, n_samples)
     ramp = min(n_samples // 2, int(0.005 * sample_rate))
     if ramp > 0:
         fade = np.linspace(0.0, 1.0, ramp)
@@ -824,23 +860,27 @@ def synthesize_utterance(voice, duration, rng, sample_rate=16000):
 
 def _coloured_noise(n_samples, kind, rng, sample_rate):
     """Unit-variance noise: white, pink (1/f), brown (1/f^2) or babble-like."""
-    white = rng.standard_normal(n_samples)
+    if kind not in _NOISE_TYPES:
+        raise ValueError(f"unknown noise type {kind!r}; expected one of {_NOISE_TYPES}")
     if kind == "white":
-        return white
-    freqs = np.fft.rfftfreq(n_samples, 1.0 / sample_rate)
-    freqs[0] = freqs[1] if n_samples > 1 else 1.0
-    spec = scipy.fft.rfft(white)
+        return rng.standard_normal(n_samples)
+    # Shaped at a fast FFT length, then cut: an awkward (e.g. prime) clip
+    # length would otherwise make the FFT the slowest step.
+    n_fft = scipy.fft.next_fast_len(n_samples, real=True)
+    freqs = np.fft.rfftfreq(n_fft, 1.0 / sample_rate)
+    spec = scipy.fft.rfft(rng.standard_normal(n_fft))
+    # Coloured slopes stop at 50 Hz: below, the channel high-pass would
+    # remove most of the noise power and silently raise the SNR.
+    floor = np.maximum(freqs, 50.0)
     if kind == "pink":
-        spec /= np.sqrt(freqs)
+        spec /= np.sqrt(floor)
     elif kind == "brown":
-        spec /= freqs
-    elif kind == "babble":
+        spec /= floor
+    else:
         # Long-term average speech spectrum (peak near 500 Hz, about
         # -9 dB/octave above) with the syllabic modulation of a few talkers.
         spec *= (freqs / 150.0) / (1.0 + (freqs / 150.0) ** 2) ** 0.5 / (1.0 + (freqs / 600.0) ** 2) ** 0.75
-    else:
-        raise ValueError(f"unknown noise type {kind!r}; expected one of {_NOISE_TYPES}")
-    noise = scipy.fft.irfft(spec, n_samples)
+    noise = scipy.fft.irfft(spec, n_fft)[:n_samples]
     if kind == "babble":
         frame = sample_rate // 100
         n_env = n_samples // frame + 2
@@ -1026,9 +1066,13 @@ def _write_speaker(args):
             rng = _rng_for(seed, 2, *clip["key"])
             duration = clip["n_samples"] / sample_rate
             wave = apply_channel(synthesize_utterance(voice, duration, rng, sample_rate), channel, rng)
+            # Encoded in memory: soundfile's close() would fsync every clip,
+            # which costs more than synthesising it.
+            buffer = io.BytesIO()
+            sf.write(buffer, wave, sample_rate, subtype="PCM_16", format="WAV")
             path = Path(wav_root) / clip["path"]
             tmp = path.with_name(path.stem + ".part.wav")
-            sf.write(tmp, wave, sample_rate, subtype="PCM_16")
+            tmp.write_bytes(buffer.getvalue())
             os.replace(tmp, path)
     return speaker["id"]
 
@@ -1133,8 +1177,8 @@ def generate_corpus(
     n_trials=600,
     sample_rate=16000,
     seed=0,
-    reverb_prob=0.25,
-    snr_range=(10.0, 40.0),
+    reverb_prob=0.2,
+    snr_range=(15.0, 40.0),
     num_workers=1,
 ):
     """Writes a synthetic speaker-verification corpus in the VoxCeleb1 layout.
@@ -1498,6 +1542,25 @@ def lda_eer(root, n_components=None, regularisation=1e-2):
 # Command line
 
 
+def _generate_from_args(args):
+    """Calls :func:`generate_corpus` with parsed command-line arguments."""
+    return generate_corpus(
+        args.root,
+        n_train_speakers=args.n_train_speakers,
+        n_test_speakers=args.n_test_speakers,
+        sessions_per_speaker=args.sessions_per_speaker,
+        utterances_per_session=args.utterances_per_session,
+        min_duration=args.min_duration,
+        max_duration=args.max_duration,
+        n_trials=args.n_trials,
+        sample_rate=args.sample_rate,
+        seed=args.seed,
+        reverb_prob=args.reverb_prob,
+        snr_range=tuple(args.snr_range),
+        num_workers=args.num_workers,
+    )
+
+
 def main(argv=None):
     """Command-line entry point: ``python -m speechbrain_imlkd.data.synthetic``.
 
@@ -1510,7 +1573,8 @@ def main(argv=None):
     Returns
     -------
     int
-        Exit status 0.
+        Exit status 0; bad options exit with status 2 and the error message
+        (no traceback).
 
     Example
     -------
@@ -1536,27 +1600,16 @@ def main(argv=None):
     parser.add_argument("--n_trials", type=int, default=600)
     parser.add_argument("--sample_rate", type=int, default=16000)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--reverb_prob", type=float, default=0.25)
-    parser.add_argument("--snr_range", type=float, nargs=2, default=(10.0, 40.0), metavar=("LOW", "HIGH"))
+    parser.add_argument("--reverb_prob", type=float, default=0.2)
+    parser.add_argument("--snr_range", type=float, nargs=2, default=(15.0, 40.0), metavar=("LOW", "HIGH"))
     parser.add_argument("--num_workers", type=int, default=1)
     parser.add_argument("--report", action="store_true", help="also print the baseline and LDA EERs")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    meta = generate_corpus(
-        args.root,
-        n_train_speakers=args.n_train_speakers,
-        n_test_speakers=args.n_test_speakers,
-        sessions_per_speaker=args.sessions_per_speaker,
-        utterances_per_session=args.utterances_per_session,
-        min_duration=args.min_duration,
-        max_duration=args.max_duration,
-        n_trials=args.n_trials,
-        sample_rate=args.sample_rate,
-        seed=args.seed,
-        reverb_prob=args.reverb_prob,
-        snr_range=tuple(args.snr_range),
-        num_workers=args.num_workers,
-    )
+    try:
+        meta = _generate_from_args(args)
+    except (ValueError, FileExistsError) as err:
+        parser.error(str(err))  # a usage message and exit status 2, no traceback
     counts = meta["counts"]
     print(
         f"Corpus {args.root}: {counts['n_speakers']} speakers ({counts['n_train_speakers']} train, "
@@ -1564,7 +1617,8 @@ def main(argv=None):
         f"{counts['total_duration_s']:.1f} s of audio, {meta['trials']['n_trials']} trials"
     )
     if args.report:
-        print(f"baseline EER (mean log-Mel, level-normalised, centred, cosine): {100 * baseline_eer(args.root):.2f}%")
+        eer = baseline_eer(args.root)
+        print(f"baseline EER (mean log-Mel, level-normalised, centred, cosine): {100 * eer:.2f}%")
         if counts["n_train_speakers"] >= 2:
             print(f"LDA EER (trained on the train speakers): {100 * lda_eer(args.root):.2f}%")
     return 0
