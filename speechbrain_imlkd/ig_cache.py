@@ -1643,6 +1643,88 @@ def recipe_plan(hparams):
     )
 
 
+def auto_batch_sizes(
+    teacher,
+    plan,
+    ig_settings,
+    cpu_batch_size=8,
+    memory_fraction=0.7,
+    free_bytes=None,
+    bytes_per_chunk=None,
+):
+    """Chunks per precompute batch sized to the device, and the IG fold size.
+
+    On a GPU, the peak memory of the IG of ONE chunk (its longest planned
+    segment, every quadrature step folded into one pass) is measured, and as
+    many chunks are batched as fit in ``memory_fraction`` of the free memory;
+    the IG then folds ``chunks x steps`` rows into each pass. On the CPU,
+    throughput does not grow with the batch, so ``cpu_batch_size`` is kept.
+
+    Arguments
+    ---------
+    teacher : speechbrain_imlkd.teacher.Teacher
+        The frozen teacher (its device decides).
+    plan : SegmentPlan
+        The segment plan (its longest segment is probed).
+    ig_settings : IGSettings
+        Quadrature steps.
+    cpu_batch_size : int
+        Chunks per batch on the CPU.
+    memory_fraction : float
+        Share of the free GPU memory to use.
+    free_bytes : int, optional
+        Free device memory (measured with ``torch.cuda.mem_get_info`` when
+        None; given in tests).
+    bytes_per_chunk : int, optional
+        Peak bytes of one chunk's IG (measured when None; given in tests).
+
+    Returns
+    -------
+    batch_size : int
+        Chunks per precompute batch.
+    internal_batch_size : int
+        Rows per IG pass.
+
+    Example
+    -------
+    >>> plan = SegmentPlan(durations=[1.0], chunk_seconds=1.0)
+    >>> settings = IGSettings("embedding_cosine", steps=16)
+    >>> class Cpu:
+    ...     device = torch.device("cpu")
+    >>> auto_batch_sizes(Cpu(), plan, settings)
+    (8, 64)
+    >>> class Gpu:
+    ...     device = torch.device("cuda:0")
+    >>> auto_batch_sizes(Gpu(), plan, settings, free_bytes=10 * 2**30, bytes_per_chunk=2**28)
+    (28, 448)
+    """
+    if not 0 < memory_fraction <= 1:
+        raise ValueError(f"memory_fraction={memory_fraction!r} must be in (0, 1]")
+    steps = ig_settings.steps or DEFAULT_STEPS
+    if teacher.device.type != "cuda":
+        return int(cpu_batch_size), int(ig_settings.internal_batch_size)
+    if free_bytes is None:
+        free_bytes, _ = torch.cuda.mem_get_info(teacher.device)
+    if bytes_per_chunk is None:
+        bytes_per_chunk = _probe_chunk_bytes(teacher, plan, ig_settings, steps)
+    chunks = max(1, int(memory_fraction * free_bytes // max(bytes_per_chunk, 1)))
+    return chunks, chunks * steps
+
+
+def _probe_chunk_bytes(teacher, plan, ig_settings, steps):
+    """Peak CUDA bytes of the IG of one chunk's longest planned segment."""
+    n_frames = max(plan.counts)
+    x = torch.zeros(1, n_frames, teacher.n_mels, device=teacher.device)
+    reference = torch.ones(1, teacher.embedding_dim, device=teacher.device)
+    target = embedding_cosine_target(lambda f: teacher.embed(f), reference)
+    torch.cuda.synchronize(teacher.device)
+    torch.cuda.reset_peak_memory_stats(teacher.device)
+    before = torch.cuda.memory_allocated(teacher.device)
+    integrated_gradients(target, x, steps=steps, method=ig_settings.method, internal_batch_size=steps)
+    torch.cuda.synchronize(teacher.device)
+    return torch.cuda.max_memory_allocated(teacher.device) - before
+
+
 def recipe_ig_settings(hparams):
     """The recipe's IG settings: ``ig_settings``, or ones built from ``ig_*`` keys.
 
@@ -1746,12 +1828,19 @@ def prepare_ig_cache(hparams, teacher, rebuild=None):
         key_options.pop("ig_settings"),
         **key_options,
     )
+    batch_size = hparams.get("ig_cache_batch_size", 8)
+    if batch_size == "auto":
+        batch_size, internal = auto_batch_sizes(teacher, options["plan"], options["ig_settings"])
+        options["ig_settings"] = IGSettings(
+            **{**asdict(options["ig_settings"]), "internal_batch_size": internal}
+        )
+        logger.info("IG precompute: %d chunks per batch, %d rows per IG pass", batch_size, internal)
     if rebuild:
         report = precompute_ig_cache(
             teacher,
             hparams["train_csv"],
             cache_dir,
-            batch_size=hparams.get("ig_cache_batch_size", 8),
+            batch_size=batch_size,
             **options,
         )
         if not report.complete:

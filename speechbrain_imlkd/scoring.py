@@ -998,7 +998,7 @@ def plot_det(systems, out_png, trial_list=None, title=None, max_points=4000):
     import matplotlib.pyplot as plt
 
     curves = _det_systems(systems, trial_list)
-    ticks = np.array([0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.4])
+    ticks = np.array([0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.4, 0.6, 0.8])
     fig, ax = plt.subplots(figsize=(5, 5))
     for label, (tgt, non) in curves.items():
         p_miss, p_fa, _ = det_curve(tgt, non)
@@ -1022,7 +1022,7 @@ def plot_det(systems, out_png, trial_list=None, title=None, max_points=4000):
     ax.set_ylabel("Miss rate (%)")
     ax.plot(lim, lim, color="0.8", lw=0.8, ls="--")
     ax.grid(True, color="0.9")
-    ax.legend(loc="upper right", fontsize="small")
+    ax.legend(loc="lower left", fontsize="small")
     if title:
         ax.set_title(title)
     out_png = Path(out_png)

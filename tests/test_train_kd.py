@@ -157,3 +157,12 @@ def test_distributed_two_gloo_processes(corpus, teacher_dir, tmp_path):
     folder = tmp_path / "imlkd" / "seed1986"
     assert len(list((folder / "save").glob("CKPT+*"))) == 1
     assert (folder / "exported" / "embedding_model.ckpt").is_file()
+
+
+def test_debug_flag_runs_a_short_pass(corpus, teacher_dir, tmp_path):
+    results = run("imlkd", corpus, teacher_dir, tmp_path, "--debug", "--ig_mode=online", "--ig_steps=2")
+    assert results["trials"]["veri_test2"]["n_trials"] == 12
+    # SpeechBrain's debug mode cuts each epoch to a couple of batches.
+    folder = tmp_path / "imlkd" / "seed1986"
+    assert "epoch: 1," in (folder / "train_log.txt").read_text()
+    assert (folder / "exported" / "embedding_model.ckpt").is_file()
