@@ -38,6 +38,7 @@ import numpy as np  # noqa: E402
 import soundfile as sf  # noqa: E402
 
 from speechbrain_imlkd.data import synthetic  # noqa: E402
+from speechbrain_imlkd.data.trials import read_trials  # noqa: E402
 
 SMALL = dict(n_train_speakers=16, n_test_speakers=6, sessions_per_speaker=3, utterances_per_session=2,
              min_duration=1.5, max_duration=2.5, n_trials=120)
@@ -138,13 +139,13 @@ def neural_eer(root, epochs, seed=0, crop_frames=150, batch_size=32):
             loss.backward()
             opt.step()
     model.eval()
-    trials = synthetic._read_trial_lines(root / "veri_test2.txt")
-    utts = sorted({t[1] for t in trials} | {t[2] for t in trials})
+    trials = read_trials(root / "veri_test2.txt")
     with torch.no_grad():
-        emb = {u: torch.nn.functional.normalize(model(features(u)[None]).reshape(-1), dim=0) for u in utts}
-    scores = [float(emb[a] @ emb[b]) for _, a, b in trials]
+        emb = {u: torch.nn.functional.normalize(model(features(u)[None]).reshape(-1), dim=0)
+               for u in trials.utterances}
+    scores = [float(emb[a] @ emb[b]) for a, b in zip(trials.enrol, trials.test)]
     n_params = sum(p.numel() for p in model.parameters())
-    return synthetic._eer(scores, [t[0] for t in trials]), n_params
+    return synthetic._eer(scores, trials.labels), n_params
 
 
 def difficulty(name, sizes, seed, workdir, neural_epochs=0):

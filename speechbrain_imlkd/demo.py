@@ -311,7 +311,7 @@ def run_demo(out_dir, work_dir, n_seeds=1, config=DEFAULT_CONFIG, toy=False):
     say("2/6 teacher training (train_teacher.py)")
     t0 = time.time()
     teacher_out = work_dir / "teacher"
-    _, teacher_dir = load_recipe("train_teacher").main(
+    teacher_brain, teacher_dir = load_recipe("train_teacher").main(
         [str(RECIPE / "hparams" / "train_teacher_ecapa.yaml"), f"--data_folder={corpus}",
          f"--output_folder={teacher_out}", *as_overrides(cfg["teacher"])]
     )
@@ -319,7 +319,7 @@ def run_demo(out_dir, work_dir, n_seeds=1, config=DEFAULT_CONFIG, toy=False):
     teacher_eval = evaluate_model(teacher_dir, corpus, trials, out_dir / "teacher", progress=False)
     t = first_trials(teacher_eval)
     teacher_row = {
-        "parameters": count_parameters(load_teacher_model(teacher_dir)),
+        "parameters": count_parameters(teacher_brain.hparams.embedding_model),
         "eer": t["eer"], "min_dcf_0.01": t["min_dcf_0.01"], "train_time_s": teacher_time,
     }
     say(f"   teacher EER {100 * t['eer']:.2f}% ({teacher_row['parameters']:,} parameters)")
@@ -363,31 +363,6 @@ def run_demo(out_dir, work_dir, n_seeds=1, config=DEFAULT_CONFIG, toy=False):
     print((out_dir / "results.md").read_text())
     say(f"results in {out_dir}")
     return result
-
-
-def load_teacher_model(folder):
-    """Loads the embedding model of an exported folder (for counting).
-
-    Arguments
-    ---------
-    folder : str or Path
-        An exported model folder.
-
-    Returns
-    -------
-    torch.nn.Module
-        Its embedding model.
-
-    Example
-    -------
-    >>> callable(load_teacher_model)
-    True
-    """
-    import tempfile
-
-    from speechbrain_imlkd.teacher import load_teacher
-
-    return load_teacher(folder, tempfile.mkdtemp()).embedding_model
 
 
 def main(argv=None):

@@ -167,9 +167,13 @@ def instance_alignment_loss(student_logits, teacher_logits, temperatures=DEFAULT
     for t in temps:
         log_ps = F.log_softmax(student_logits / t, dim=-1)
         log_pt = F.log_softmax(teacher_logits / t, dim=-1)
-        kl = F.kl_div(log_ps, log_pt, reduction="batchmean", log_target=True)
-        total = total + t**2 * kl
+        total = total + _scaled_kl(log_ps, log_pt, t)
     return total
+
+
+def _scaled_kl(log_ps, log_pt, t):
+    """``T^2 KL(p_t || p_s)`` (batch mean) from log-posteriors at temperature ``t``."""
+    return t**2 * F.kl_div(log_ps, log_pt, reduction="batchmean", log_target=True)
 
 
 def _class_gram_gap(a, b):
@@ -398,12 +402,13 @@ def multilevel_alignment_loss(
     _check_pair(student_logits, teacher_logits, "logits")
     zero = student_logits.new_zeros(())
     levels = {"instance": zero, "class": zero, "batch": zero}
+    teacher_logits = teacher_logits.detach()
     for t in temps:
-        ps = softened_posteriors(student_logits, t)
-        pt = softened_posteriors(teacher_logits.detach(), t)
-        levels["instance"] = levels["instance"] + instance_alignment_loss(
-            student_logits, teacher_logits, [t]
-        )
+        # One softmax per side and temperature serves all three levels.
+        log_ps = F.log_softmax(student_logits / t, dim=-1)
+        log_pt = F.log_softmax(teacher_logits / t, dim=-1)
+        ps, pt = log_ps.exp(), log_pt.exp()
+        levels["instance"] = levels["instance"] + _scaled_kl(log_ps, log_pt, t)
         levels["class"] = levels["class"] + class_alignment_loss(ps, pt)
         levels["batch"] = levels["batch"] + batch_alignment_loss(ps, pt)
     emb = zero

@@ -1348,22 +1348,6 @@ def _load_meta(root):
     return meta
 
 
-def _read_trial_lines(path):
-    """Parses ``<1|0> <enrol> <test>`` lines, naming the file and line on error."""
-    trials = []
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            fields = line.split()
-            if not fields:
-                continue
-            if len(fields) != 3 or fields[0] not in ("0", "1"):
-                raise ValueError(f"{path}:{number}: expected '<1|0> <enrol path> <test path>', got {line.rstrip()!r}")
-            trials.append((int(fields[0]), fields[1], fields[2]))
-    if not trials:
-        raise ValueError(f"{path}: no trials")
-    return trials
-
-
 def mean_fbank_vectors(paths, sample_rate=16000, n_mels=80):
     """Per-utterance mean log-Mel filterbank vectors (SpeechBrain ``Fbank``).
 
@@ -1407,26 +1391,26 @@ def mean_fbank_vectors(paths, sample_rate=16000, n_mels=80):
 
 
 def _eer(scores, labels):
-    """EER with SpeechBrain's ``EER`` from scores and 0/1 labels."""
-    import torch
-    from speechbrain.utils.metric_stats import EER
+    """EER from scores and 0/1 labels (the project's one-sort EER)."""
+    from speechbrain_imlkd.scoring import compute_eer
 
-    scores = torch.as_tensor(np.asarray(scores, dtype=np.float64))
+    scores = np.asarray(scores, dtype=np.float64)
     labels = np.asarray(labels, dtype=bool)
-    eer, _ = EER(scores[torch.as_tensor(labels)], scores[torch.as_tensor(~labels)])
-    return float(eer)
+    return float(compute_eer(scores[labels], scores[~labels])[0])
 
 
 def _cosine_trial_eer(root, meta, transform):
     """EER of cosine scoring of ``transform(mean fbank)`` on the corpus trials."""
-    trials = _read_trial_lines(Path(root) / "veri_test2.txt")
-    utts = sorted({t[1] for t in trials} | {t[2] for t in trials})
+    from speechbrain_imlkd.data.trials import read_trials
+
+    trials = read_trials(Path(root) / "veri_test2.txt")
+    utts = trials.utterances
     index = {u: i for i, u in enumerate(utts)}
     vectors = transform(mean_fbank_vectors([Path(root) / "wav" / u for u in utts], meta["sample_rate"]))
     vectors = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
-    enrol = vectors[[index[t[1]] for t in trials]]
-    test = vectors[[index[t[2]] for t in trials]]
-    return _eer(np.sum(enrol * test, axis=1), [t[0] for t in trials])
+    enrol = vectors[[index[u] for u in trials.enrol]]
+    test = vectors[[index[u] for u in trials.test]]
+    return _eer(np.sum(enrol * test, axis=1), trials.labels)
 
 
 def baseline_eer(root, centre=True, level_normalise=True):
