@@ -25,12 +25,15 @@ setup(
     extras_require={
         "ig": ["captum>=0.7"],
         "plots": ["matplotlib>=3.6"],
+        # ONNX export (torch's dynamo exporter needs onnxscript) and runtime.
+        "onnx": ["onnx>=1.16", "onnxruntime>=1.17", "onnxscript>=0.1"],
         "test": ["pytest>=7", "captum>=0.7", "matplotlib>=3.6"],
     },
     entry_points={
         "console_scripts": [
             "imlkd-synth=speechbrain_imlkd.data.synthetic:main",
             "imlkd-export=speechbrain_imlkd.export:main",
+            "imlkd-verify=speechbrain_imlkd.verify_cli:main",
         ]
     },
 )

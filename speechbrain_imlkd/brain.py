@@ -30,6 +30,7 @@ import speechbrain as sb
 import torch
 
 from speechbrain_imlkd.distillers import DistillationBatch
+from speechbrain_imlkd.integrated_inputs import saliency_mapping_for
 
 logger = logging.getLogger(__name__)
 
@@ -98,7 +99,15 @@ class KDBrain(sb.Brain):
     ``projection``. Expected ``hparams``: ``distiller``, ``compute_cost``
     (AAM softmax), ``logit_scale`` (the student's posteriors are its cosine
     logits times this scale, without margin), ``error_stats``, and optionally
-    ``wav_augment``, ``train_logger``, ``lr_annealing``, ``dev_max_pairs``.
+    ``wav_augment``, ``train_logger``, ``lr_annealing``, ``dev_max_pairs``
+    and, for a teacher with its own front end, ``saliency_band_mapping``
+    (``mel`` or ``time``, see
+    :class:`speechbrain_imlkd.integrated_inputs.SaliencyMapping`).
+
+    A teacher with its own front end (``teacher.own_front_end``, e.g. the
+    resemblyzer adapter) gets its own features of the same augmented
+    waveforms at every training step; teacher and student frames share the
+    10 ms hop, so segments are cut at the same frames in both spaces.
 
     Arguments
     ---------
@@ -119,6 +128,7 @@ class KDBrain(sb.Brain):
     def __init__(self, *args, teacher=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.teacher = teacher
+        self.saliency_mapping = None
         if self.hparams.distiller.uses_teacher and teacher is None:
             raise ValueError(
                 f"distiller {type(self.hparams.distiller).__name__} needs a "
@@ -161,7 +171,8 @@ class KDBrain(sb.Brain):
         -------
         dict
             ``feats``, ``lengths``, ``emb``, ``cos`` (the classifier's
-            cosines, ``B x 1 x N``).
+            cosines, ``B x 1 x N``) and, when training with a teacher that
+            has its own front end, ``teacher_feats``.
         """
         batch = batch.to(self.device)
         wavs, lens = batch.sig
@@ -171,7 +182,10 @@ class KDBrain(sb.Brain):
         feats = self.modules.mean_var_norm(feats, lens)
         emb = self.modules.embedding_model(feats, lens)
         cos = self.modules.classifier(emb)
-        return {"feats": feats, "lengths": lens, "emb": emb.squeeze(1), "cos": cos}
+        out = {"feats": feats, "lengths": lens, "emb": emb.squeeze(1), "cos": cos}
+        if stage == sb.Stage.TRAIN and self.saliency_mapping is not None:
+            out["teacher_feats"] = self.teacher.features(wavs, lens)
+        return out
 
     def compute_objectives(self, predictions, batch, stage):
         """AAM-softmax loss on the clean chunk plus the distiller's term.
@@ -214,6 +228,8 @@ class KDBrain(sb.Brain):
             teacher_logits=teacher.logits if teacher is not None else None,
             projection=getattr(self.modules, "projection", None),
             ids=batch.id,
+            teacher_feats=predictions.get("teacher_feats"),
+            saliency_mapping=self.saliency_mapping,
         )
         kd_loss, terms = self.hparams.distiller(kd_batch)
         self._accumulate_terms({"cls": cls_loss.detach(), **terms})
@@ -233,6 +249,11 @@ class KDBrain(sb.Brain):
         """
         if self.teacher is not None:
             self.teacher.to(self.device)
+            self.saliency_mapping = saliency_mapping_for(
+                self.teacher,
+                self.modules.compute_features,
+                mode=getattr(self.hparams, "saliency_band_mapping", "mel"),
+            )
         super().on_fit_start()
 
     def _wrap_distributed(self):

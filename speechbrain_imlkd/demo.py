@@ -10,7 +10,12 @@ results folder:
   training time and the relative EER change against ``kd`` of each system,
   and, over seeds, the mean and standard deviation of EER per method;
 - ``det.png``: the DET curves of all systems;
-- ``saliency_maps.png``, ``deletion_insertion.png``, ``faithfulness.json``.
+- ``saliency_maps.png``, ``deletion_insertion.png``, ``faithfulness.json``;
+- ``demo.log``: everything the recipes and libraries print (SpeechBrain's
+  logging, warnings). The terminal gets one progress bar per stage (its
+  result in the bar's postfix) and the final table; ``--verbose``
+  (``make demo VERBOSE=1``) prints everything on the terminal instead,
+  SpeechBrain's per-epoch progress bars included.
 
 Sizes and recipe overrides are in ``hparams/demo.yaml``.
 
@@ -22,37 +27,315 @@ Example
 """
 
 import argparse
+import contextlib
 import importlib.util
 import json
 import logging
+import re
 import statistics
 import sys
+import threading
 import time
 from pathlib import Path
 
 from hyperpyyaml import load_hyperpyyaml
+from tqdm import tqdm
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = REPO / "recipes" / "VoxCeleb1" / "imlkd"
 DEFAULT_CONFIG = REPO / "hparams" / "demo.yaml"
 
+LOG_NAME = "demo.log"
+LOG_FORMAT = "%(asctime)s %(name)s %(levelname)s: %(message)s"
+#: SpeechBrain's ``FileTrainLogger`` logs one INFO record per epoch here.
+EPOCH_LOGGER = "speechbrain.utils.train_logger"
+#: Loggers whose records can advance a stage's bar.
+TICK_LOGGERS = ("speechbrain", "speechbrain_imlkd")
+#: ``speechbrain_imlkd.ig_cache`` logs each computed shard as ``shard k/n``.
+IG_SHARD = re.compile(r"IG cache: shard (\d+)/(\d+)")
+#: ``speechbrain_imlkd.analysis`` logs each analysed model.
+ANALYSED = re.compile(r"^Analysed ")
+#: Seconds between two looks at the corpus folder while it is written.
+POLL_SECONDS = 0.5
+#: The method whose runs read precomputed IG targets.
+IG_METHOD = "imlkd"
+#: Students whose saliency is compared with the teacher's.
+ANALYSED_STUDENTS = ("imlkd", "kd")
+#: Width of the stage names, so that the bars line up.
+DESC_WIDTH = 30
+
 logger = logging.getLogger(__name__)
 
 
-def say(message):
+def say(message, file=None):
     """Prints a progress line (the demo's stages are long).
 
     Arguments
     ---------
     message : str
         What to print.
+    file : file-like, optional
+        Where to (default: ``sys.stdout``).
 
     Example
     -------
     >>> say("hello")
     [demo] hello
     """
-    print(f"[demo] {message}", flush=True)
+    print(f"[demo] {message}", file=file or sys.stdout, flush=True)
+
+
+def epoch_tick(record):
+    """Counts one tick per epoch summary of SpeechBrain's ``FileTrainLogger``.
+
+    Arguments
+    ---------
+    record : logging.LogRecord
+        A log record.
+
+    Returns
+    -------
+    int or None
+        1 for an epoch summary, None otherwise.
+
+    Example
+    -------
+    >>> epoch_tick(logging.makeLogRecord({"name": EPOCH_LOGGER, "msg": "epoch: 1",
+    ...                                   "levelno": logging.INFO}))
+    1
+    >>> epoch_tick(logging.makeLogRecord({"name": EPOCH_LOGGER, "msg": "no torchvision",
+    ...                                   "levelno": logging.WARNING})) is None
+    True
+    """
+    # The same logger also warns (e.g. about torchvision) at import time.
+    return 1 if record.name == EPOCH_LOGGER and record.levelno == logging.INFO else None
+
+
+def shard_tick(record):
+    """Reads ``(done, total)`` from the IG cache's per-shard log record.
+
+    Arguments
+    ---------
+    record : logging.LogRecord
+        A log record.
+
+    Returns
+    -------
+    tuple of int or None
+        ``(k, n)`` for ``IG cache: shard k/n ...``, None otherwise.
+
+    Example
+    -------
+    >>> shard_tick(logging.makeLogRecord({"msg": "IG cache: shard %d/%d (x)", "args": (2, 5)}))
+    (2, 5)
+    """
+    m = IG_SHARD.search(record.getMessage())
+    return (int(m.group(1)), int(m.group(2))) if m else None
+
+
+def analysis_tick(record):
+    """Counts one tick per model analysed by :func:`run_analyses`.
+
+    Arguments
+    ---------
+    record : logging.LogRecord
+        A log record.
+
+    Returns
+    -------
+    int or None
+
+    Example
+    -------
+    >>> analysis_tick(logging.makeLogRecord({"msg": "Analysed %s on %d durations", "args": ("kd", 2)}))
+    1
+    """
+    return 1 if ANALYSED.search(record.getMessage()) else None
+
+
+class _TickHandler(logging.Handler):
+    """Advances a progress bar from the log records a stage emits."""
+
+    def __init__(self, bar, tick):
+        super().__init__(level=logging.INFO)
+        self.bar, self.tick = bar, tick
+
+    def emit(self, record):
+        """Moves the bar: an int adds, ``(done, total)`` sets.
+
+        Arguments
+        ---------
+        record : logging.LogRecord
+            A log record.
+        """
+        try:
+            step = self.tick(record)
+        except Exception:  # a bar must never break the pipeline
+            return
+        if step is None:
+            return
+        if isinstance(step, tuple):
+            self.bar.total = step[1]
+            self.bar.n = step[0]
+            self.bar.refresh()
+        else:
+            self.bar.update(step)
+
+
+class Console:
+    """The demo's terminal: one progress bar per stage, everything else logged.
+
+    In quiet mode (the default of ``make demo``), :meth:`capture` sends the
+    root logger, ``sys.stdout`` and ``sys.stderr`` (SpeechBrain's logging,
+    warnings, prints) to ``<results>/demo.log``, and each stage shows one
+    tqdm bar on the terminal, left there with its result as postfix. In
+    verbose mode nothing is captured, the stages are announced by lines and
+    the recipes show SpeechBrain's own progress bars.
+
+    Arguments
+    ---------
+    verbose : bool
+        Print everything instead of bars.
+    stream : file-like, optional
+        The terminal (default: ``sys.stdout`` when created).
+
+    Example
+    -------
+    >>> import io
+    >>> console = Console(verbose=True, stream=io.StringIO())
+    >>> with console.stage("1/1 doctest", total=2, unit="step") as bar:
+    ...     bar.update(2)
+    ...     bar.set_postfix_str("ok")
+    >>> console.stream.getvalue().splitlines()
+    ['[demo] 1/1 doctest', '[demo] 1/1 doctest: done (ok)']
+    """
+
+    def __init__(self, verbose=False, stream=None):
+        self.verbose = verbose
+        self.stream = stream if stream is not None else sys.stdout
+
+    def say(self, message):
+        """Prints one ``[demo]`` line on the terminal.
+
+        Arguments
+        ---------
+        message : str
+            The line.
+        """
+        say(message, file=self.stream)
+
+    @contextlib.contextmanager
+    def capture(self, log_path):
+        """Sends logging, stdout and stderr to ``log_path`` (quiet mode only).
+
+        The root logger's handlers and level are restored afterwards, and
+        any handler added meanwhile (SpeechBrain reconfigures logging for
+        every experiment folder) is closed.
+
+        Arguments
+        ---------
+        log_path : str or Path
+            The log file (overwritten).
+
+        Yields
+        ------
+        None
+
+        Example
+        -------
+        >>> import io, tempfile
+        >>> log = Path(tempfile.mkdtemp()) / "demo.log"
+        >>> console = Console(stream=io.StringIO())
+        >>> with console.capture(log):
+        ...     print("noise")
+        ...     logging.getLogger("speechbrain.doctest").warning("logged")
+        >>> console.stream.getvalue()
+        ''
+        >>> text = log.read_text()
+        >>> "noise" in text and "logged" in text
+        True
+        """
+        if self.verbose:
+            yield
+            return
+        root = logging.getLogger()
+        saved_handlers, saved_level = list(root.handlers), root.level
+        with open(log_path, "w", encoding="utf-8", buffering=1) as log_file:
+            handler = logging.StreamHandler(log_file)
+            handler.setFormatter(logging.Formatter(LOG_FORMAT))
+            root.handlers = [handler]
+            root.setLevel(logging.INFO)
+            try:
+                with contextlib.redirect_stdout(log_file), contextlib.redirect_stderr(log_file):
+                    yield
+            finally:
+                for h in list(root.handlers):
+                    root.removeHandler(h)
+                    if h not in saved_handlers:
+                        h.close()
+                for h in saved_handlers:
+                    root.addHandler(h)
+                root.setLevel(saved_level)
+
+    @contextlib.contextmanager
+    def stage(self, desc, total=None, unit="it", tick=None, poll=None):
+        """One stage: a bar (quiet) or a start line and an end line (verbose).
+
+        Arguments
+        ---------
+        desc : str
+            Stage name.
+        total : int, optional
+            Expected count (set later by ``tick`` when unknown).
+        unit : str
+            What is counted.
+        tick : callable, optional
+            ``tick(record)`` for every log record of the stage: an int
+            advances the bar, ``(done, total)`` sets it, None ignores.
+        poll : callable, optional
+            ``poll()`` -> count, read every :data:`POLL_SECONDS` in a thread.
+
+        Yields
+        ------
+        tqdm
+            The bar (disabled in verbose mode); its postfix is the result.
+        """
+        if self.verbose:
+            self.say(desc)
+        bar = tqdm(total=total, desc=desc.ljust(DESC_WIDTH), unit=unit, file=self.stream,
+                   disable=self.verbose, dynamic_ncols=True, leave=True)
+        handlers = []
+        if tick is not None:
+            handler = _TickHandler(bar, tick)
+            for name in TICK_LOGGERS:
+                logging.getLogger(name).addHandler(handler)
+            handlers.append(handler)
+        stop = threading.Event()
+        poller = None
+        if poll is not None and not self.verbose:
+            def watch():
+                while not stop.wait(POLL_SECONDS):
+                    bar.n = poll()
+                    bar.refresh()
+            poller = threading.Thread(target=watch, daemon=True)
+            poller.start()
+        try:
+            yield bar
+        finally:
+            stop.set()
+            if poller is not None:
+                poller.join()
+            for handler in handlers:
+                for name in TICK_LOGGERS:
+                    logging.getLogger(name).removeHandler(handler)
+            # Resumed or cached work logs nothing: a finished stage is full.
+            bar.total = bar.total or max(bar.n, 1)
+            bar.n = bar.total
+            bar.refresh()
+            postfix = bar.postfix
+            bar.close()
+            if self.verbose:
+                self.say(f"{desc}: done" + (f" ({postfix})" if postfix else ""))
 
 
 def load_recipe(name):
@@ -73,6 +356,9 @@ def load_recipe(name):
     >>> hasattr(load_recipe("train_kd"), "main")
     True
     """
+    # compute_ig.py imports train_kd.py as a sibling module.
+    if str(RECIPE) not in sys.path:
+        sys.path.insert(0, str(RECIPE))
     path = RECIPE / f"{name}.py"
     spec = importlib.util.spec_from_file_location(f"imlkd_recipe_{name}", path)
     module = importlib.util.module_from_spec(spec)
@@ -256,7 +542,79 @@ def first_trials(results):
     return next(iter(results["trials"].values()))
 
 
-def run_demo(out_dir, work_dir, n_seeds=1, config=DEFAULT_CONFIG, toy=False):
+def corpus_size(corpus_cfg):
+    """Number of wav files :func:`generate_corpus` writes for these options.
+
+    Arguments
+    ---------
+    corpus_cfg : dict
+        The ``corpus`` section of the demo YAML.
+
+    Returns
+    -------
+    int
+
+    Example
+    -------
+    >>> corpus_size({"n_train_speakers": 4, "n_test_speakers": 2,
+    ...              "sessions_per_speaker": 2, "utterances_per_session": 3})
+    36
+    """
+    speakers = corpus_cfg["n_train_speakers"] + corpus_cfg["n_test_speakers"]
+    return speakers * corpus_cfg["sessions_per_speaker"] * corpus_cfg["utterances_per_session"]
+
+
+def student_overrides(cfg, method):
+    """Overrides of one student run: shared ones, then the method's own.
+
+    Arguments
+    ---------
+    cfg : dict
+        The demo configuration.
+    method : str
+        The method.
+
+    Returns
+    -------
+    dict
+
+    Example
+    -------
+    >>> cfg = {"students": {"lr": 1, "eta": 2}, "method_overrides": {"imlkd": {"eta": 3}}}
+    >>> student_overrides(cfg, "imlkd"), student_overrides(cfg, "kd")
+    ({'lr': 1, 'eta': 3}, {'lr': 1, 'eta': 2})
+    """
+    return {**cfg["students"], **(cfg.get("method_overrides") or {}).get(method, {})}
+
+
+def uses_ig_cache(cfg, method):
+    """Whether a student run reads precomputed IG targets.
+
+    Only :data:`IG_METHOD` computes IG; its recipe's ``ig_mode`` defaults
+    to ``cached``.
+
+    Arguments
+    ---------
+    cfg : dict
+        The demo configuration.
+    method : str
+        The method.
+
+    Returns
+    -------
+    bool
+
+    Example
+    -------
+    >>> cfg = {"students": {}, "method_overrides": {"imlkd": {"ig_mode": "online"}}}
+    >>> uses_ig_cache(cfg, "imlkd"), uses_ig_cache(cfg, "kd")
+    (False, False)
+    """
+    return method == IG_METHOD and student_overrides(cfg, method).get("ig_mode", "cached") == "cached"
+
+
+def run_demo(out_dir, work_dir, n_seeds=1, config=DEFAULT_CONFIG, toy=False, verbose=False,
+             console=None):
     """Runs the whole demo.
 
     Arguments
@@ -271,6 +629,11 @@ def run_demo(out_dir, work_dir, n_seeds=1, config=DEFAULT_CONFIG, toy=False):
         The demo YAML.
     toy : bool
         Use the ``toy`` sizes (tests).
+    verbose : bool
+        Print everything on the terminal instead of one bar per stage and
+        ``<out_dir>/demo.log``.
+    console : Console, optional
+        The terminal (default: a :class:`Console` on ``sys.stdout``).
 
     Returns
     -------
@@ -282,6 +645,41 @@ def run_demo(out_dir, work_dir, n_seeds=1, config=DEFAULT_CONFIG, toy=False):
     >>> # The full run takes minutes: see tests/test_demo.py.
     >>> callable(run_demo)
     True
+    """
+    console = console or Console(verbose=verbose)
+    out_dir, work_dir = Path(out_dir).resolve(), Path(work_dir).resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if not console.verbose:
+        console.say(f"log: {out_dir / LOG_NAME} (make demo VERBOSE=1 prints it here)")
+    with console.capture(out_dir / LOG_NAME):
+        result = _run_stages(out_dir, work_dir, n_seeds, config, toy, console)
+    console.stream.write((out_dir / "results.md").read_text())
+    console.say(f"results in {out_dir}")
+    return result
+
+
+def _run_stages(out_dir, work_dir, n_seeds, config, toy, console):
+    """The stages of :func:`run_demo` (its output captured in quiet mode).
+
+    Arguments
+    ---------
+    out_dir : Path
+        Results folder.
+    work_dir : Path
+        Work folder.
+    n_seeds : int
+        Number of seeds.
+    config : str or Path
+        The demo YAML.
+    toy : bool
+        Toy sizes.
+    console : Console
+        The terminal.
+
+    Returns
+    -------
+    dict
+        The content of ``results.json``.
     """
     from speechbrain_imlkd.analysis import run_analyses
     from speechbrain_imlkd.data.synthetic import generate_corpus
@@ -300,68 +698,99 @@ def run_demo(out_dir, work_dir, n_seeds=1, config=DEFAULT_CONFIG, toy=False):
     seeds = cfg["seeds"][:n_seeds]
     if n_seeds < 1 or len(seeds) < n_seeds:
         raise ValueError(f"seeds={n_seeds}: the demo config lists {len(cfg['seeds'])} seeds")
-    out_dir, work_dir = Path(out_dir).resolve(), Path(work_dir).resolve()
-    out_dir.mkdir(parents=True, exist_ok=True)
+    methods = cfg["methods"]
+    ig_methods = [m for m in methods if uses_ig_cache(cfg, m)]
+    # SpeechBrain's per-epoch bars would bury the stage bars (and the log).
+    run_opts = [] if console.verbose else ["--noprogressbar"]
     corpus = work_dir / "corpus"
+    students_root = work_dir / "students"
+    n_stages = 5 + bool(ig_methods)
+    stage = iter(range(1, n_stages + 1))
 
-    say(f"1/6 synthetic corpus -> {corpus}")
-    generate_corpus(corpus, **cfg["corpus"])
+    def label(name):
+        return f"{next(stage)}/{n_stages} {name}"
+
+    wavs = corpus_size(cfg["corpus"])
+    with console.stage(label("corpus"), total=wavs, unit="wav",
+                       poll=lambda: sum(1 for _ in corpus.glob("wav/*/*/*.wav"))):
+        generate_corpus(corpus, **cfg["corpus"])
     trials = corpus / "veri_test2.txt"
 
-    say("2/6 teacher training (train_teacher.py)")
-    t0 = time.time()
     teacher_out = work_dir / "teacher"
-    teacher_brain, teacher_dir = load_recipe("train_teacher").main(
-        [str(RECIPE / "hparams" / "train_teacher_ecapa.yaml"), f"--data_folder={corpus}",
-         f"--output_folder={teacher_out}", *as_overrides(cfg["teacher"])]
-    )
-    teacher_time = time.time() - t0
-    teacher_eval = evaluate_model(teacher_dir, corpus, trials, out_dir / "teacher", progress=False)
-    t = first_trials(teacher_eval)
-    teacher_row = {
-        "parameters": count_parameters(teacher_brain.hparams.embedding_model),
-        "eer": t["eer"], "min_dcf_0.01": t["min_dcf_0.01"], "train_time_s": teacher_time,
-    }
-    say(f"   teacher EER {100 * t['eer']:.2f}% ({teacher_row['parameters']:,} parameters)")
+    with console.stage(label("teacher"), total=cfg["teacher"]["number_of_epochs"],
+                       unit="epoch", tick=epoch_tick) as bar:
+        t0 = time.time()
+        teacher_brain, teacher_dir = load_recipe("train_teacher").main(
+            [str(RECIPE / "hparams" / "train_teacher_ecapa.yaml"), f"--data_folder={corpus}",
+             f"--output_folder={teacher_out}", *as_overrides(cfg["teacher"]), *run_opts]
+        )
+        teacher_time = time.time() - t0
+        teacher_params = count_parameters(teacher_brain.hparams.embedding_model)
+        bar.set_postfix_str(f"{teacher_params:,} parameters")
+
+    def student_argv(method, seed, script_overrides=()):
+        return [str(RECIPE / "hparams" / f"{method}_ecapa.yaml"), f"--data_folder={corpus}",
+                f"--teacher_source={teacher_dir}", f"--output_root={students_root}",
+                f"--seed={seed}", *as_overrides(student_overrides(cfg, method)),
+                *script_overrides, *run_opts]
+
+    ig_time = 0.0
+    if ig_methods:
+        # The cache does not depend on the seed: computed once, read by every run.
+        with console.stage(label("IG precompute"), unit="shard", tick=shard_tick):
+            t0 = time.time()
+            for method in ig_methods:
+                load_recipe("compute_ig").main(student_argv(method, seeds[0]))
+            ig_time = time.time() - t0
 
     train_kd = load_recipe("train_kd")
     runs, exported = [], {}
-    n_runs = len(seeds) * len(cfg["methods"])
+    n_runs = len(seeds) * len(methods)
+    students_stage = next(stage)
     for i_seed, seed in enumerate(seeds):
-        for i_m, method in enumerate(cfg["methods"]):
-            k = i_seed * len(cfg["methods"]) + i_m + 1
-            say(f"3/6 student {k}/{n_runs}: {method}, seed {seed}")
-            overrides = {**cfg["students"], **cfg["method_overrides"].get(method, {})}
-            t0 = time.time()
-            res = train_kd.main(
-                [str(RECIPE / "hparams" / f"{method}_ecapa.yaml"), f"--data_folder={corpus}",
-                 f"--teacher_source={teacher_dir}", f"--output_root={work_dir / 'students'}",
-                 f"--seed={seed}", *as_overrides(overrides)]
-            )
-            elapsed = time.time() - t0
-            m = first_trials(res)
+        for i_m, method in enumerate(methods):
+            k = i_seed * len(methods) + i_m + 1
+            epochs = student_overrides(cfg, method)["number_of_epochs"]
+            desc = f"{students_stage}/{n_stages} student {k}/{n_runs} {method} s{seed}"
+            with console.stage(desc, total=epochs, unit="epoch", tick=epoch_tick) as bar:
+                t0 = time.time()
+                res = train_kd.main(student_argv(method, seed))
+                elapsed = time.time() - t0
+                if method in ig_methods and i_seed == 0:
+                    # As before the stage split: the one-off precompute is
+                    # part of the first imlkd run's training time.
+                    elapsed += ig_time
+                m = first_trials(res)
+                bar.set_postfix_str(f"EER {100 * m['eer']:.2f}%")
             runs.append({"method": method, "seed": seed, "parameters": res["parameters"],
                          "eer": m["eer"], "min_dcf_0.01": m["min_dcf_0.01"],
                          "train_time_s": elapsed})
-            exported[(method, seed)] = work_dir / "students" / method / f"seed{seed}"
-            say(f"   {method} seed {seed}: EER {100 * m['eer']:.2f}% in {elapsed:.0f} s")
+            exported[(method, seed)] = students_root / method / f"seed{seed}"
 
-    say("4/6 DET plot")
     first = seeds[0]
-    systems = {"teacher": out_dir / "teacher"}
-    systems.update({m: exported[(m, first)] / "eval" for m in cfg["methods"]})
-    plot_det(systems, out_dir / "det.png", title="Synthetic corpus, held-out speakers")
+    with console.stage(label("scoring, DET"), total=2, unit="step") as bar:
+        teacher_eval = evaluate_model(teacher_dir, corpus, trials, out_dir / "teacher", progress=False)
+        t = first_trials(teacher_eval)
+        teacher_row = {"parameters": teacher_params, "eer": t["eer"],
+                       "min_dcf_0.01": t["min_dcf_0.01"], "train_time_s": teacher_time}
+        bar.update(1)
+        systems = {"teacher": out_dir / "teacher"}
+        systems.update({m: exported[(m, first)] / "eval" for m in methods})
+        plot_det(systems, out_dir / "det.png", title="Synthetic corpus, held-out speakers")
+        bar.update(1)
+        bar.set_postfix_str(f"teacher EER {100 * t['eer']:.2f}%")
 
-    say("5/6 saliency maps and deletion/insertion curves")
-    students = {m: exported[(m, first)] / "exported" for m in ("imlkd", "kd") if m in cfg["methods"]}
-    run_analyses(teacher_dir, students, corpus, trials, out_dir, seed=first, **cfg["analysis"])
+    students = {m: exported[(m, first)] / "exported" for m in ANALYSED_STUDENTS if m in methods}
+    with console.stage(label("analyses"), total=1 + len(students), unit="model",
+                       tick=analysis_tick):
+        run_analyses(teacher_dir, students, corpus, trials, out_dir, seed=first, **cfg["analysis"])
 
-    say("6/6 report")
     note = (f"`make demo SEEDS={n_seeds}`{' (toy sizes)' if toy else ''}; "
             f"total wall time {time.time() - start:.0f} s.")
-    result = write_report(out_dir, teacher_row, runs, cfg["methods"], note)
-    print((out_dir / "results.md").read_text())
-    say(f"results in {out_dir}")
+    result = write_report(out_dir, teacher_row, runs, methods, note)
+    if ig_methods:
+        result["ig_precompute_s"] = ig_time
+        (out_dir / "results.json").write_text(json.dumps(result, indent=2))
     return result
 
 
@@ -371,7 +800,7 @@ def main(argv=None):
     Arguments
     ---------
     argv : list of str, optional
-        ``--output DIR --work DIR --seeds N [--toy]``.
+        ``--output DIR --work DIR --seeds N [--toy] [--verbose]``.
 
     Returns
     -------
@@ -389,9 +818,12 @@ def main(argv=None):
     parser.add_argument("--seeds", type=int, default=1)
     parser.add_argument("--config", default=str(DEFAULT_CONFIG))
     parser.add_argument("--toy", action="store_true", help="toy sizes (tests)")
+    parser.add_argument("--verbose", action="store_true",
+                        help="print everything instead of one bar per stage (make demo VERBOSE=1)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING)
-    return run_demo(args.output, args.work, args.seeds, args.config, args.toy)
+    if args.verbose:
+        logging.basicConfig(level=logging.INFO)
+    return run_demo(args.output, args.work, args.seeds, args.config, args.toy, args.verbose)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,11 @@ the clean chunk), so
 for every method. A new method is a new subclass registered in
 :data:`DISTILLERS`; the Brain is not touched.
 
+The batch and segment types live in :mod:`speechbrain_imlkd.distillation_batch`
+and the online saliency source of IML-KD (:class:`OnlineSaliency`) in
+:mod:`speechbrain_imlkd.saliency_sources`; both are importable from here
+too (``!new:speechbrain_imlkd.distillers.OnlineSaliency`` in YAML).
+
 Which parts come from the paper (Yang et al., arXiv 2409.09389) and which are
 this reconstruction's choices is documented in
 ``recipes/VoxCeleb1/imlkd/README.md``.
@@ -28,178 +33,42 @@ Authors
  * speechbrain-imlkd contributors
 """
 
-from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
-
 import torch
 
-from speechbrain_imlkd.integrated_inputs import integrated_inputs, sample_segments
+from speechbrain_imlkd.distillation_batch import (
+    DistillationBatch,
+    SalientSegment,
+    SegmentTargets,
+    StudentFn,
+)
+from speechbrain_imlkd.integrated_inputs import (
+    expand_saliency,
+    integrated_inputs,
+    sample_segments,
+)
 from speechbrain_imlkd.losses import (
+    attribution_alignment_loss,
     embedding_alignment_loss,
     instance_alignment_loss,
     multilevel_alignment_loss,
 )
+from speechbrain_imlkd.saliency_sources import OnlineSaliency
 
-StudentFn = Callable[[torch.Tensor, Optional[torch.Tensor]], Tuple[torch.Tensor, torch.Tensor]]
-
-
-@dataclass
-class SegmentTargets:
-    """One duration's input for alignment, with optional cached teacher outputs.
-
-    Arguments
-    ---------
-    inputs : torch.Tensor
-        ``B x T_d x F`` features that teacher and student are aligned on (a
-        plain segment for ``mlkd``, an integrated input for ``imlkd``).
-    teacher_emb : torch.Tensor, optional
-        Precomputed teacher embeddings of ``inputs`` (the IG cache stores
-        them, since the teacher is frozen); computed on the fly when None.
-    teacher_logits : torch.Tensor, optional
-        Precomputed teacher logits of ``inputs``.
-
-    Example
-    -------
-    >>> t = SegmentTargets(torch.zeros(2, 10, 4))
-    >>> t.teacher_emb is None
-    True
-    """
-
-    inputs: torch.Tensor
-    teacher_emb: Optional[torch.Tensor] = None
-    teacher_logits: Optional[torch.Tensor] = None
-
-
-@dataclass
-class DistillationBatch:
-    """Everything a distiller may need for one training batch.
-
-    Arguments
-    ---------
-    feats : torch.Tensor
-        Normalised input features of the clean chunk, ``B x T x F`` (the same
-        pipeline feeds teacher and student).
-    lengths : torch.Tensor
-        Relative lengths in ``[0, 1]``, shape ``B``.
-    labels : torch.Tensor
-        Training-speaker indices, shape ``B``.
-    student_emb : torch.Tensor
-        Student embeddings of the clean chunk, ``B x D_s``.
-    student_logits : torch.Tensor
-        Student logits of the clean chunk (scale * cosine, no margin), ``B x N``.
-    student : callable
-        ``student(feats, lengths) -> (embeddings, logits)``: runs the student
-        on other inputs (segments, integrated inputs).
-    teacher_embed : callable
-        ``teacher_embed(feats, lengths) -> embeddings`` of the frozen teacher.
-    teacher_logits : callable
-        ``teacher_logits(embeddings) -> logits`` over the training speakers.
-    projection : callable, optional
-        Maps student embeddings to the teacher's dimension.
-    ids : list of str, optional
-        The chunk IDs (for cached saliency).
-    generator : torch.Generator, optional
-        Random generator for segment sampling.
-
-    Example
-    -------
-    >>> batch = DistillationBatch.toy(batch_size=2, n_frames=50, n_speakers=2)
-    >>> batch.feats.shape
-    torch.Size([2, 50, 8])
-    """
-
-    feats: torch.Tensor
-    lengths: torch.Tensor
-    labels: torch.Tensor
-    student_emb: torch.Tensor
-    student_logits: torch.Tensor
-    student: StudentFn
-    teacher_embed: Callable
-    teacher_logits: Callable
-    projection: Optional[Callable] = None
-    ids: Optional[List[str]] = None
-    generator: Optional[torch.Generator] = None
-    extras: Dict = field(default_factory=dict)
-
-    def teacher_outputs(self, feats, lengths=None):
-        """Runs the frozen teacher without building a graph.
-
-        Arguments
-        ---------
-        feats : torch.Tensor
-            Normalised features, ``B x T x F``.
-        lengths : torch.Tensor, optional
-            Relative lengths.
-
-        Returns
-        -------
-        embeddings : torch.Tensor
-        logits : torch.Tensor
-
-        Example
-        -------
-        >>> batch = DistillationBatch.toy(batch_size=2, n_frames=50, n_speakers=3)
-        >>> emb, logits = batch.teacher_outputs(batch.feats)
-        >>> logits.shape
-        torch.Size([2, 3])
-        """
-        with torch.no_grad():
-            emb = self.teacher_embed(feats, lengths)
-            return emb, self.teacher_logits(emb)
-
-    @classmethod
-    def toy(cls, batch_size=4, n_frames=120, n_speakers=3, n_feats=8, seed=0):
-        """Builds a batch from tiny random linear 'models', for doctests.
-
-        Arguments
-        ---------
-        batch_size : int
-            Number of chunks.
-        n_frames : int
-            Frames per chunk.
-        n_speakers : int
-            Number of training speakers.
-        n_feats : int
-            Feature dimension.
-        seed : int
-            Random seed.
-
-        Returns
-        -------
-        DistillationBatch
-
-        Example
-        -------
-        >>> DistillationBatch.toy(batch_size=3).labels.shape
-        torch.Size([3])
-        """
-        g = torch.Generator().manual_seed(seed)
-        t_w = torch.randn(n_feats, 6, generator=g)
-        s_w = torch.randn(n_feats, 5, generator=g, requires_grad=True)
-        t_cls = torch.randn(6, n_speakers, generator=g)
-        s_cls = torch.randn(5, n_speakers, generator=g)
-
-        def student(x, lengths=None):
-            emb = torch.tanh(x.mean(1) @ s_w)
-            return emb, emb @ s_cls
-
-        def teacher_embed(x, lengths=None):
-            return torch.tanh(x.mean(1) @ t_w)
-
-        feats = torch.randn(batch_size, n_frames, n_feats, generator=g)
-        emb, logits = student(feats)
-        return cls(
-            feats=feats,
-            lengths=torch.ones(batch_size),
-            labels=torch.randint(0, n_speakers, (batch_size,), generator=g),
-            student_emb=emb,
-            student_logits=logits,
-            student=student,
-            teacher_embed=teacher_embed,
-            teacher_logits=lambda e: e @ t_cls,
-            projection=torch.nn.Linear(5, 6),
-            generator=g,
-        )
+__all__ = [
+    "DISTILLERS",
+    "AttributionAlignmentKD",
+    "DistillationBatch",
+    "Distiller",
+    "EmbeddingKD",
+    "IMLKD",
+    "MultiLevelKD",
+    "OnlineSaliency",
+    "SalientSegment",
+    "Scratch",
+    "SegmentTargets",
+    "StudentFn",
+    "VanillaKD",
+]
 
 
 class Distiller:
@@ -305,7 +174,7 @@ class VanillaKD(Distiller):
         loss : torch.Tensor
         terms : dict
         """
-        _, t_logits = batch.teacher_outputs(batch.feats, batch.lengths)
+        _, t_logits = batch.teacher_outputs(batch.teacher_inputs, batch.lengths)
         kd = instance_alignment_loss(batch.student_logits, t_logits, self.temperatures)
         return self.weight * kd, {"kd": kd.detach()}
 
@@ -343,7 +212,7 @@ class EmbeddingKD(Distiller):
         loss : torch.Tensor
         terms : dict
         """
-        t_emb, _ = batch.teacher_outputs(batch.feats, batch.lengths)
+        t_emb, _ = batch.teacher_outputs(batch.teacher_inputs, batch.lengths)
         emb = embedding_alignment_loss(batch.student_emb, t_emb, batch.projection)
         return self.weight * emb, {"emb": emb.detach()}
 
@@ -355,7 +224,10 @@ class MultiLevelKD(Distiller):
     student both see it, and the instance, class and batch alignment terms
     are summed over temperatures (see
     :func:`speechbrain_imlkd.losses.multilevel_alignment_loss`). The
-    distillation loss is ``eta * sum over durations``.
+    distillation loss is ``eta * sum over durations``, plus, when
+    ``kd_weight > 0``, vanilla KD on the clean chunk (the "enhances KD"
+    composition: ``kd_weight * KD(clean) + eta * multi-level``; with
+    ``kd_weight = 0`` the multi-level loss replaces KD).
 
     Arguments
     ---------
@@ -371,12 +243,20 @@ class MultiLevelKD(Distiller):
         Weights of the ``instance``, ``class`` and ``batch`` levels.
     frames_per_second : int
         Feature frame rate (10 ms hop gives 100).
+    kd_weight : float
+        Weight of vanilla KD on the clean chunk added to the multi-level
+        loss (0: multi-level alone).
+    kd_temperature : float
+        Temperature of that KD term.
 
     Example
     -------
     >>> d = MultiLevelKD(durations=[0.3, 0.6], temperatures=[1, 2], eta=1.0)
     >>> loss, terms = d(DistillationBatch.toy(n_frames=80))
     >>> {"instance", "class", "batch", "dur0.3", "dur0.6"} <= set(terms)
+    True
+    >>> _, terms = MultiLevelKD(durations=[0.3], kd_weight=1.0)(DistillationBatch.toy())
+    >>> "kd" in terms
     True
     """
 
@@ -390,6 +270,8 @@ class MultiLevelKD(Distiller):
         lambda_emb=1.0,
         level_weights=None,
         frames_per_second=100,
+        kd_weight=0.0,
+        kd_temperature=4.0,
     ):
         if len(durations) == 0:
             raise ValueError("durations must name at least one segment duration")
@@ -401,6 +283,8 @@ class MultiLevelKD(Distiller):
         self.lambda_emb = self._check_weight("lambda_emb", lambda_emb)
         self.level_weights = level_weights
         self.frames_per_second = frames_per_second
+        self.kd_weight = self._check_weight("kd_weight", kd_weight)
+        self.clean_kd = VanillaKD(kd_temperature, self.kd_weight) if self.kd_weight > 0 else None
 
     def segment_targets(self, batch):
         """Returns what teacher and student are aligned on, per duration.
@@ -413,7 +297,8 @@ class MultiLevelKD(Distiller):
         Returns
         -------
         list of SegmentTargets
-            One per duration: a random segment of each chunk.
+            One per duration: a random segment of each chunk (and the same
+            frames in the teacher's features, for a teacher with its own).
         """
         segments = sample_segments(
             batch.feats,
@@ -422,7 +307,10 @@ class MultiLevelKD(Distiller):
             generator=batch.generator,
             lengths=batch.lengths,
         )
-        return [SegmentTargets(seg) for seg, _ in segments]
+        return [
+            SegmentTargets(seg, teacher_inputs=batch.teacher_segments(starts, seg.shape[1]))
+            for seg, starts in segments
+        ]
 
     def __call__(self, batch):
         """Computes ``eta * sum_d multilevel(student(x_d), teacher(x_d))``.
@@ -436,13 +324,14 @@ class MultiLevelKD(Distiller):
         -------
         loss : torch.Tensor
         terms : dict
-            Each level summed over durations, plus one total per duration.
+            Each level summed over durations, plus one total per duration
+            (and ``kd`` when the clean-chunk KD term is on).
         """
         total = batch.student_logits.new_zeros(())
         terms = {}
         for duration, target in zip(self.durations, self.segment_targets(batch)):
             if target.teacher_emb is None:
-                t_emb, t_logits = batch.teacher_outputs(target.inputs)
+                t_emb, t_logits = batch.teacher_outputs(target.for_teacher)
             else:
                 t_emb, t_logits = target.teacher_emb, target.teacher_logits
             s_emb, s_logits = batch.student(target.inputs, None)
@@ -460,7 +349,37 @@ class MultiLevelKD(Distiller):
             terms[f"dur{duration:g}"] = loss.detach()
             for name, value in parts.items():
                 terms[name] = terms.get(name, 0.0) + value.detach()
-        return self.eta * total, terms
+        return self.add_clean_kd(batch, self.eta * total, terms)
+
+    def add_clean_kd(self, batch, loss, terms):
+        """Adds ``kd_weight * KD(clean chunk)`` when the composition asks for it.
+
+        Arguments
+        ---------
+        batch : DistillationBatch
+            The batch.
+        loss : torch.Tensor
+            The alignment loss.
+        terms : dict
+            Logged terms, updated in place with ``kd``.
+
+        Returns
+        -------
+        loss : torch.Tensor
+        terms : dict
+
+        Example
+        -------
+        >>> d = MultiLevelKD(durations=[0.3])
+        >>> loss, terms = d.add_clean_kd(DistillationBatch.toy(), torch.zeros(()), {})
+        >>> float(loss), terms
+        (0.0, {})
+        """
+        if self.clean_kd is not None:
+            kd_loss, kd_terms = self.clean_kd(batch)
+            loss = loss + kd_loss
+            terms.update(kd_terms)
+        return loss, terms
 
 
 class IMLKD(MultiLevelKD):
@@ -526,103 +445,165 @@ class IMLKD(MultiLevelKD):
         for item in self.saliency_source(batch, self.durations):
             if isinstance(item, SegmentTargets):
                 out.append(item)
+            elif isinstance(item, SalientSegment):
+                # Each model's integrated input is built in its own space
+                # from the same frames; the teacher's outputs on its own
+                # integrated input are the targets.
+                out.append(
+                    SegmentTargets(
+                        self.integrate(item.inputs, item.saliency),
+                        teacher_inputs=self.integrate(item.teacher_inputs, item.teacher_saliency),
+                    )
+                )
             else:
                 seg, sal = item
-                out.append(
-                    SegmentTargets(integrated_inputs(seg, sal, rule=self.rule, alpha=self.alpha))
-                )
+                out.append(SegmentTargets(self.integrate(seg, sal)))
         return out
 
+    def integrate(self, segment, saliency):
+        """Applies this distiller's integration rule and strength.
 
-class OnlineSaliency:
-    """Draws one random segment per duration and computes the teacher's IG.
+        Arguments
+        ---------
+        segment : torch.Tensor
+            ``B x T x F`` features.
+        saliency : torch.Tensor
+            Normalised saliency over the same frames.
+
+        Returns
+        -------
+        torch.Tensor
+            The integrated input.
+
+        Example
+        -------
+        >>> d = IMLKD(OnlineSaliency(), alpha=1.0)
+        >>> d.integrate(torch.ones(1, 2, 2), torch.tensor([[[1.0, 0.0], [0.0, 0.0]]])).tolist()
+        [[[2.0, 1.0], [1.0, 1.0]]]
+        """
+        return integrated_inputs(segment, saliency, rule=self.rule, alpha=self.alpha)
+
+
+class AttributionAlignmentKD(MultiLevelKD):
+    """Attribution alignment: the student learns *where* the teacher looks.
+
+    The other reading of the paper's "the student is trained to infer these
+    representations": instead of feeding the student integrated inputs, its
+    own input saliency is aligned with the teacher's. On each duration's
+    segment the student's saliency is ``|d z_y / d x|`` (gradient of its
+    true-speaker logit with respect to its input features, normalised by
+    its maximum per segment), built with ``create_graph=True`` so that the
+    alignment term trains the student's weights; the teacher's map is its
+    normalised IG on the same frames (carried to the student's bands for a
+    teacher with its own features). The loss is
+
+        eta * sum_d multilevel(student(x_d), teacher(x_d))
+        + gamma * sum_d (1 - cos(student map_d, teacher map_d))
+
+    (plus the clean-chunk KD term when ``kd_weight > 0``). The double
+    backward makes a step several times dearer than ``kd``: see
+    ``BENCHMARKS.md``. The saliency must come from an online source (the IG
+    cache stores teacher outputs on integrated inputs, not the raw segments
+    this loss needs).
 
     Arguments
     ---------
-    target : str
-        ``"speaker_logit"`` (the teacher's logit of the true speaker) or
-        ``"embedding_cosine"`` (cosine between the segment's teacher embedding
-        and the teacher embedding of the whole chunk; label-free).
-    steps : int
-        Quadrature steps.
-    method : str
-        Quadrature rule, see :func:`speechbrain_imlkd.attribution.integrated_gradients`.
-    internal_batch_size : int
-        Samples per teacher pass when the steps are folded into the batch.
-    frames_per_second : int
-        Feature frame rate.
+    saliency_source : callable
+        ``(batch, durations) -> list of (segment, saliency)`` or
+        :class:`SalientSegment` (:class:`OnlineSaliency`).
+    gamma : float
+        Weight of the attribution alignment term.
+    **kwargs
+        Passed to :class:`MultiLevelKD`.
 
     Example
     -------
-    >>> src = OnlineSaliency(target="speaker_logit", steps=4)
-    >>> pairs = src(DistillationBatch.toy(n_frames=60), [0.5])
-    >>> seg, sal = pairs[0]
-    >>> seg.shape == sal.shape, bool(sal.min() >= 0), bool(sal.max() <= 1)
-    (True, True, True)
+    >>> d = AttributionAlignmentKD(OnlineSaliency(steps=2), gamma=1.0,
+    ...                            durations=[0.5], temperatures=[1.0])
+    >>> loss, terms = d(DistillationBatch.toy(n_frames=60))
+    >>> bool(torch.isfinite(loss)), "attr" in terms
+    (True, True)
     """
 
-    TARGETS = ("speaker_logit", "embedding_cosine")
+    def __init__(self, saliency_source, gamma=1.0, **kwargs):
+        super().__init__(**kwargs)
+        self.saliency_source = saliency_source
+        self.gamma = self._check_weight("gamma", gamma)
 
-    def __init__(
-        self,
-        target="speaker_logit",
-        steps=None,
-        method=None,
-        internal_batch_size=64,
-        frames_per_second=100,
-    ):
-        if target not in self.TARGETS:
-            raise ValueError(f"IG target must be one of {self.TARGETS}, got {target!r}")
-        self.target = target
-        self.steps = steps
-        self.method = method
-        self.internal_batch_size = internal_batch_size
-        self.frames_per_second = frames_per_second
+    def student_saliency(self, batch, segment):
+        """The student's normalised input-gradient map on ``segment``.
 
-    def __call__(self, batch, durations: Sequence[float]):
-        """Returns ``(segment, normalised saliency)`` for each duration.
+        Arguments
+        ---------
+        batch : DistillationBatch
+            The batch (student, labels).
+        segment : torch.Tensor
+            ``B x T x F`` student-space features.
+
+        Returns
+        -------
+        emb : torch.Tensor
+            Student embeddings of the segment.
+        logits : torch.Tensor
+            Student logits of the segment.
+        saliency : torch.Tensor
+            ``B x T x F`` map in ``[0, 1]``, differentiable w.r.t. the
+            student's weights.
+        """
+        x = segment.detach().requires_grad_(True)
+        emb, logits = batch.student(x, None)
+        target = logits.gather(1, batch.labels.view(-1, 1)).sum()
+        (grad,) = torch.autograd.grad(target, x, create_graph=True)
+        sal = grad.abs()
+        peak = sal.flatten(1).amax(dim=1).view(-1, 1, 1)
+        return emb, logits, sal / (peak + torch.finfo(sal.dtype).eps)
+
+    def __call__(self, batch):
+        """Output alignment plus attribution alignment on every duration.
 
         Arguments
         ---------
         batch : DistillationBatch
             The batch.
-        durations : sequence of float
-            Segment durations in seconds.
 
         Returns
         -------
-        list of tuple
+        loss : torch.Tensor
+        terms : dict
+            The multi-level terms, ``attr`` and one total per duration.
         """
-        from speechbrain_imlkd.attribution import (
-            embedding_cosine_target,
-            integrated_gradients,
-            speaker_logit_target,
-        )
-        from speechbrain_imlkd.integrated_inputs import normalised_saliency
-
-        embed = lambda x: batch.teacher_embed(x, None)  # noqa: E731
-        if self.target == "speaker_logit":
-            target_fn = speaker_logit_target(embed, batch.teacher_logits, batch.labels)
-        else:
-            with torch.no_grad():
-                reference = batch.teacher_embed(batch.feats, batch.lengths)
-            target_fn = embedding_cosine_target(embed, reference)
-        kwargs = {"internal_batch_size": self.internal_batch_size}
-        if self.steps is not None:
-            kwargs["steps"] = self.steps
-        if self.method is not None:
-            kwargs["method"] = self.method
-        pairs = []
-        for seg, _ in sample_segments(
-            batch.feats,
-            durations,
-            frames_per_second=self.frames_per_second,
-            generator=batch.generator,
-            lengths=batch.lengths,
-        ):
-            ig = integrated_gradients(target_fn, seg.detach(), **kwargs)
-            pairs.append((seg, normalised_saliency(ig)))
-        return pairs
+        total = batch.student_logits.new_zeros(())
+        attr_total = batch.student_logits.new_zeros(())
+        terms = {}
+        items = self.saliency_source(batch, self.durations)
+        for duration, item in zip(self.durations, items):
+            if isinstance(item, SegmentTargets):
+                raise ValueError(
+                    "attribution alignment needs raw segments and saliency maps: "
+                    "use ig_mode: online (OnlineSaliency)"
+                )
+            seg, sal = item[0], item[1]
+            t_seg = item.teacher_inputs if isinstance(item, SalientSegment) else seg
+            t_emb, t_logits = batch.teacher_outputs(t_seg)
+            s_emb, s_logits, s_map = self.student_saliency(batch, seg)
+            loss, parts = multilevel_alignment_loss(
+                s_logits,
+                t_logits,
+                s_emb,
+                t_emb,
+                temperatures=self.temperatures,
+                lambda_emb=self.lambda_emb,
+                weights=self.level_weights,
+                projection=batch.projection,
+            )
+            attr = attribution_alignment_loss(s_map, expand_saliency(sal, s_map.shape[-1]))
+            total = total + loss
+            attr_total = attr_total + attr
+            terms[f"dur{duration:g}"] = loss.detach()
+            for name, value in parts.items():
+                terms[name] = terms.get(name, 0.0) + value.detach()
+        terms["attr"] = attr_total.detach()
+        return self.add_clean_kd(batch, self.eta * total + self.gamma * attr_total, terms)
 
 
 DISTILLERS = {
@@ -631,5 +612,6 @@ DISTILLERS = {
     "emb_kd": EmbeddingKD,
     "mlkd": MultiLevelKD,
     "imlkd": IMLKD,
+    "attr_kd": AttributionAlignmentKD,
 }
 """Registry of the distillation methods, by the name used in YAML and results."""

@@ -40,6 +40,7 @@ import torch
 from tqdm import tqdm
 
 from speechbrain_imlkd.data.audio import audio_info, check_audio_info, read_wav_checked
+from speechbrain_imlkd.hashing import update_with_file
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +48,6 @@ logger = logging.getLogger(__name__)
 N_SHOWN = 5
 # Bump when the cache content changes for an identical key.
 _CACHE_VERSION = 1
-_HASH_BLOCK = 1 << 20
 
 
 def model_fingerprint(model_dir: Union[str, Path]) -> str:
@@ -90,9 +90,7 @@ def model_fingerprint(model_dir: Union[str, Path]) -> str:
     digest = hashlib.sha256()
     for f in [hparams] + sorted(model_dir.glob("*.ckpt")):
         digest.update(f.name.encode() + b"\0")
-        with open(f, "rb") as fh:
-            for block in iter(lambda: fh.read(_HASH_BLOCK), b""):
-                digest.update(block)
+        update_with_file(digest, f)
         digest.update(b"\0")
     return digest.hexdigest()
 

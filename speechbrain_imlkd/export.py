@@ -497,6 +497,13 @@ def main(argv=None):
     ``classifier``), loads their weights from the checkpoint, and writes the
     hub-layout folder with :func:`export_model`.
 
+    ``--onnx [FILE]`` also writes the whole embedding pipeline (waveform in,
+    embedding out) as ONNX, by default ``FOLDER/embedding_model.onnx``, and
+    prints its parity with the torch model; ``--int8`` adds the dynamically
+    quantised copy (see :mod:`speechbrain_imlkd.onnx_export`). Given a
+    hub-layout folder instead of an hparams file (``imlkd-export FOLDER
+    --onnx [FILE]``), only the ONNX files are written, from that folder.
+
     Arguments
     ---------
     argv : list of str or None
@@ -520,15 +527,31 @@ def main(argv=None):
         description="Export a SpeechBrain ECAPA-TDNN checkpoint in the hub layout.",
     )
     parser.add_argument(
-        "hparams", help="training hparams YAML (e.g. <output>/hyperparams.yaml)"
+        "hparams",
+        help="training hparams YAML (e.g. <output>/hyperparams.yaml), or a "
+        "hub-layout model folder (with --onnx)",
     )
     parser.add_argument(
         "--checkpoint",
-        required=True,
+        default=None,
         help="a CKPT+... folder, or the folder holding them (the most recent, "
-        "or the best by --min-key, is used)",
+        "or the best by --min-key, is used); required with an hparams file",
     )
-    parser.add_argument("--output", required=True, help="folder to write")
+    parser.add_argument(
+        "--output", default=None, help="folder to write; required with an hparams file"
+    )
+    parser.add_argument(
+        "--onnx",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="FILE",
+        help="also write the waveform-to-embedding ONNX graph (default "
+        "<folder>/embedding_model.onnx)",
+    )
+    parser.add_argument(
+        "--int8", action="store_true", help="with --onnx: also a dynamic int8 copy"
+    )
     parser.add_argument("--min-key", default=None, help="e.g. ErrorRate")
     parser.add_argument(
         "--label-encoder",
@@ -545,6 +568,15 @@ def main(argv=None):
     parser.add_argument("--eer", type=float, default=None, help="EER in percent")
     parser.add_argument("--eer-trials", default=None)
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    if args.int8 and args.onnx is None:
+        parser.error("--int8 needs --onnx")
+    if Path(args.hparams).is_dir():
+        if args.onnx is None:
+            parser.error(f"{args.hparams} is a folder: pass --onnx to export it to ONNX")
+        _export_onnx_files(args.hparams, args.onnx, args.int8)
+        return
+    if args.checkpoint is None or args.output is None:
+        parser.error("an hparams file needs --checkpoint and --output")
 
     # Imported here: only the CLI needs recipe-level YAML handling.
     from speechbrain_imlkd.hparams_utils import load_recipe_hparams
@@ -583,6 +615,16 @@ def main(argv=None):
         card={k: v for k, v in card.items() if v is not None},
     )
     print(f"Exported {ckpt} to {folder}")
+    if args.onnx is not None:
+        _export_onnx_files(folder, args.onnx, args.int8)
+
+
+def _export_onnx_files(folder, onnx_file, int8):
+    """Writes a hub-layout folder as ONNX (``onnx_file`` "" for the default)."""
+    # Imported here: the ONNX exporter and runtime are only needed for --onnx.
+    from speechbrain_imlkd.onnx_export import export_folder
+
+    export_folder(folder, onnx_file or None, int8=int8)
 
 
 if __name__ == "__main__":

@@ -40,7 +40,8 @@ def merged_yaml_text(path):
     -------
     str
         A YAML document where the method's top-level keys replace the
-        common file's (chains of ``extends`` are followed).
+        common file's (chains of ``extends`` are followed; a list of files
+        is merged in order, later files replacing earlier ones' keys).
 
     Example
     -------
@@ -51,6 +52,11 @@ def merged_yaml_text(path):
     >>> print(merged_yaml_text(d / "m.yaml").strip())
     a: 3
     c: 2
+    >>> _ = (d / "overlay.yaml").write_text("c: 7\\n")
+    >>> _ = (d / "n.yaml").write_text("extends: [m.yaml, overlay.yaml]\\n")
+    >>> print(merged_yaml_text(d / "n.yaml").strip())
+    a: 3
+    c: 7
     """
     path = Path(path)
     if not path.is_file():
@@ -60,12 +66,21 @@ def merged_yaml_text(path):
         own = yaml.load(f) or {}
     if EXTENDS_KEY not in own:
         return path.read_text(encoding="utf-8")
-    base_path = path.parent / own[EXTENDS_KEY]
-    if not base_path.is_file():
-        raise FileNotFoundError(
-            f"{path} extends {own[EXTENDS_KEY]!r}, which is not found at {base_path}"
-        )
-    merged = yaml.load(merged_yaml_text(base_path))
+    bases = own[EXTENDS_KEY]
+    # A list merges several files in order (later ones win): a recipe for
+    # another corpus reuses a method file and overlays its own common part.
+    bases = [bases] if isinstance(bases, str) else list(bases)
+    merged = None
+    for base in bases:
+        base_path = path.parent / base
+        if not base_path.is_file():
+            raise FileNotFoundError(f"{path} extends {base!r}, which is not found at {base_path}")
+        layer = yaml.load(merged_yaml_text(base_path))
+        if merged is None:
+            merged = layer
+        else:
+            for key, value in layer.items():
+                merged[key] = value
     for key, value in own.items():
         if key != EXTENDS_KEY:
             merged[key] = value

@@ -380,3 +380,243 @@ def integrated_inputs(x, saliency, rule="saliency_scale", alpha=1.0, **rule_kwar
             )
         rule = INTEGRATION_RULES[rule]
     return rule(x, saliency, alpha, **rule_kwargs)
+
+
+# --------------------------------------------------------------------------- #
+# Teachers with their own features: carrying saliency to the student's space
+# --------------------------------------------------------------------------- #
+#: How a teacher's saliency map reaches the student's mel bands.
+BAND_MAPPINGS = ("mel", "time")
+
+
+def mel_position(hz):
+    """Position of frequencies on the (HTK) mel axis, ``2595 log10(1 + f/700)``.
+
+    Both mel scales in use (HTK for SpeechBrain's ``Fbank``, Slaney for
+    librosa-style teachers) are monotonic in Hz, so interpolating between
+    band centres on one common mel axis keeps their order; HTK's is used as
+    the common axis because it is the student's.
+
+    Arguments
+    ---------
+    hz : torch.Tensor
+        Frequencies in Hz.
+
+    Returns
+    -------
+    torch.Tensor
+        Mel values, same shape.
+
+    Example
+    -------
+    >>> round(float(mel_position(torch.tensor(700.0))), 2)
+    781.17
+    """
+    return 2595.0 * torch.log10(1.0 + hz.double() / 700.0)
+
+
+def band_interpolation(source_centres_hz, target_centres_hz):
+    """Linear-interpolation matrix from source mel bands to target mel bands.
+
+    Each target band takes the source saliency at its own centre frequency,
+    interpolated on the mel axis between the two nearest source centres
+    (clamped to the outermost source band below and above the source range).
+
+    Arguments
+    ---------
+    source_centres_hz : torch.Tensor
+        ``F_s`` increasing centre frequencies of the source (teacher) bands.
+    target_centres_hz : torch.Tensor
+        ``F_t`` centre frequencies of the target (student) bands.
+
+    Returns
+    -------
+    torch.Tensor
+        ``F_s x F_t`` float matrix whose columns sum to 1: ``s_target =
+        s_source @ W``.
+
+    Example
+    -------
+    >>> W = band_interpolation(torch.tensor([100.0, 300.0]),
+    ...                        torch.tensor([100.0, 200.0, 300.0, 4000.0]))
+    >>> W.sum(0).tolist()
+    [1.0, 1.0, 1.0, 1.0]
+    >>> W[:, 3].tolist()
+    [0.0, 1.0]
+    """
+    src = mel_position(torch.as_tensor(source_centres_hz).flatten())
+    tgt = mel_position(torch.as_tensor(target_centres_hz).flatten())
+    if src.numel() < 1 or tgt.numel() < 1:
+        raise ValueError("band centre lists must not be empty")
+    if src.numel() > 1 and not bool((src[1:] > src[:-1]).all()):
+        raise ValueError("source band centres must be strictly increasing")
+    weights = torch.zeros(src.numel(), tgt.numel(), dtype=torch.float64)
+    if src.numel() == 1:
+        weights[0] = 1.0
+        return weights.float()
+    tgt = tgt.clamp(float(src[0]), float(src[-1]))
+    upper = torch.searchsorted(src, tgt).clamp(1, src.numel() - 1)
+    lower = upper - 1
+    frac = (tgt - src[lower]) / (src[upper] - src[lower])
+    cols = torch.arange(tgt.numel())
+    weights[lower, cols] = 1.0 - frac
+    weights[upper, cols] += frac
+    return weights.float()
+
+
+class SaliencyMapping:
+    """Carries a teacher's saliency map to the student's feature space.
+
+    Teacher and student may use different front ends (e.g. a 40-band power
+    mel for a GE2E teacher and SpeechBrain's 80-band log Fbank for the
+    student). Both use a 10 ms hop on the same waveform, so frame ``t`` of
+    one is frame ``t`` of the other (a frame-count mismatch of a frame or
+    two at the end, from different centring or padding, is cropped or
+    edge-padded). Along frequency, ``mode="mel"`` interpolates the map
+    between band centres on the mel axis (:func:`band_interpolation`);
+    ``mode="time"`` keeps only the per-frame saliency
+    (:func:`frame_saliency`) and spreads it over every student band.
+
+    Arguments
+    ---------
+    teacher_centres_hz : torch.Tensor
+        Centre frequencies of the teacher's bands, in Hz.
+    student_centres_hz : torch.Tensor
+        Centre frequencies of the student's bands, in Hz.
+    mode : str
+        One of :data:`BAND_MAPPINGS`.
+
+    Example
+    -------
+    >>> m = SaliencyMapping(torch.linspace(100, 7000, 40), torch.linspace(50, 7500, 80))
+    >>> s = torch.zeros(1, 5, 40); s[0, 2, 10] = 1.0
+    >>> out = m(s, n_frames=5)
+    >>> out.shape, int(out[0].flatten().argmax()) // 80
+    (torch.Size([1, 5, 80]), 2)
+    """
+
+    def __init__(self, teacher_centres_hz, student_centres_hz, mode="mel"):
+        if mode not in BAND_MAPPINGS:
+            raise ValueError(f"saliency band mapping must be one of {BAND_MAPPINGS}, got {mode!r}")
+        self.mode = mode
+        self.teacher_centres_hz = torch.as_tensor(teacher_centres_hz).float().flatten()
+        self.student_centres_hz = torch.as_tensor(student_centres_hz).float().flatten()
+        self.n_student_bands = self.student_centres_hz.numel()
+        self.weights = band_interpolation(self.teacher_centres_hz, self.student_centres_hz)
+
+    def as_dict(self):
+        """Settings that change the mapped maps (for cache keys).
+
+        Returns
+        -------
+        dict
+            Mode and rounded band centres of both sides.
+
+        Example
+        -------
+        >>> SaliencyMapping(torch.tensor([100.0]), torch.tensor([90.0]), "time").as_dict()["mode"]
+        'time'
+        """
+        return {
+            "mode": self.mode,
+            "teacher_centres_hz": [round(float(f), 3) for f in self.teacher_centres_hz],
+            "student_centres_hz": [round(float(f), 3) for f in self.student_centres_hz],
+        }
+
+    def __call__(self, saliency, n_frames=None):
+        """Maps a normalised ``B x T x F_teacher`` map to ``B x T' x F_student``.
+
+        Arguments
+        ---------
+        saliency : torch.Tensor
+            Teacher saliency in ``[0, 1]``, ``B x T x F_teacher``.
+        n_frames : int, optional
+            Frames of the student's segment; the map is cropped or
+            edge-padded to it (default: unchanged).
+
+        Returns
+        -------
+        torch.Tensor
+            Student-space saliency in ``[0, 1]``.
+        """
+        if saliency.dim() != 3 or saliency.shape[-1] != self.weights.shape[0]:
+            raise ValueError(
+                f"teacher saliency must be B x T x {self.weights.shape[0]}, "
+                f"got {tuple(saliency.shape)}"
+            )
+        s = saliency.float()
+        if n_frames is not None:
+            s = match_frames(s, n_frames)
+        if self.mode == "time":
+            return frame_saliency(s)[..., None].expand(-1, -1, self.n_student_bands)
+        return (s @ self.weights.to(s.device)).clamp(0.0, 1.0)
+
+
+def match_frames(x, n_frames):
+    """Crops or edge-pads ``B x T x ...`` to ``n_frames`` frames.
+
+    Two front ends with the same hop can disagree on the last frame or two
+    (centring, padding); anything larger is an error, not something to hide.
+
+    Arguments
+    ---------
+    x : torch.Tensor
+        ``B x T x ...``.
+    n_frames : int
+        Wanted number of frames.
+
+    Returns
+    -------
+    torch.Tensor
+        ``B x n_frames x ...``.
+
+    Example
+    -------
+    >>> match_frames(torch.arange(3.0).view(1, 3, 1), 4).flatten().tolist()
+    [0.0, 1.0, 2.0, 2.0]
+    """
+    gap = n_frames - x.shape[1]
+    if abs(gap) > MAX_FRAME_MISMATCH:
+        raise ValueError(
+            f"teacher and student frame counts differ by {abs(gap)} frames "
+            f"({x.shape[1]} vs {n_frames}): their front ends must share the hop"
+        )
+    if gap <= 0:
+        return x[:, :n_frames]
+    return torch.cat([x, x[:, -1:].expand(-1, gap, *x.shape[2:])], dim=1)
+
+
+#: Largest frame-count difference between two front ends with one hop.
+MAX_FRAME_MISMATCH = 2
+
+
+def saliency_mapping_for(teacher, student_features, mode="mel"):
+    """The saliency mapping a teacher needs, or None when it shares features.
+
+    Arguments
+    ---------
+    teacher : speechbrain_imlkd.teacher.Teacher
+        The teacher; one with ``own_front_end`` must offer
+        ``band_centres_hz()``.
+    student_features : speechbrain.lobes.features.Fbank
+        The student's front end.
+    mode : str
+        One of :data:`BAND_MAPPINGS`.
+
+    Returns
+    -------
+    SaliencyMapping or None
+
+    Example
+    -------
+    >>> from speechbrain_imlkd.models import build_ecapa, features_pipeline
+    >>> from speechbrain_imlkd.teacher import Teacher
+    >>> fbank, norm = features_pipeline(n_mels=40)
+    >>> saliency_mapping_for(Teacher(fbank, norm, build_ecapa(16, 8, 40)), fbank) is None
+    True
+    """
+    if teacher is None or not getattr(teacher, "own_front_end", False):
+        return None
+    from speechbrain_imlkd.models import band_centres_hz
+
+    return SaliencyMapping(teacher.band_centres_hz(), band_centres_hz(student_features), mode=mode)

@@ -422,3 +422,41 @@ def multilevel_alignment_loss(
     terms = {name: value.detach() for name, value in levels.items()}
     terms["emb"] = emb.detach()
     return total, terms
+
+
+def attribution_alignment_loss(student_map, teacher_map):
+    """``1 - cos`` between a student's input-saliency map and the teacher's.
+
+    Both maps are flattened per sample; the cosine ignores their scales, so
+    a student whose gradient map is any positive multiple of the teacher's
+    normalised IG map scores 0. The teacher's map is detached: only the
+    student learns.
+
+    Arguments
+    ---------
+    student_map : torch.Tensor
+        ``B x ...`` non-negative student saliency (differentiable).
+    teacher_map : torch.Tensor
+        ``B x ...`` teacher saliency, same shape.
+
+    Returns
+    -------
+    torch.Tensor
+        Scalar in ``[0, 1]`` for non-negative maps, mean over the batch.
+
+    Example
+    -------
+    >>> import torch
+    >>> m = torch.rand(2, 5, 3)
+    >>> abs(attribution_alignment_loss(2 * m, m).item()) < 1e-6
+    True
+    >>> attribution_alignment_loss(torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 1.0]])).item()
+    1.0
+    """
+    if student_map.shape != teacher_map.shape:
+        raise ValueError(
+            f"student and teacher saliency maps differ in shape: "
+            f"{tuple(student_map.shape)} and {tuple(teacher_map.shape)}"
+        )
+    cos = F.cosine_similarity(student_map.flatten(1), teacher_map.detach().flatten(1), dim=1)
+    return (1.0 - cos).mean()

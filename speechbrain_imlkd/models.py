@@ -281,6 +281,36 @@ def features_pipeline(n_mels=80, sample_rate=16000):
     return compute_features, mean_var_norm
 
 
+def band_centres_hz(compute_features):
+    """Centre frequencies of the mel bands of a SpeechBrain ``Fbank``.
+
+    Arguments
+    ---------
+    compute_features : speechbrain.lobes.features.Fbank
+        The front end.
+
+    Returns
+    -------
+    torch.Tensor
+        ``n_mels`` centre frequencies in Hz, increasing.
+
+    Example
+    -------
+    >>> fbank, _ = features_pipeline(n_mels=40)
+    >>> centres = band_centres_hz(fbank)
+    >>> centres.shape, bool((centres[1:] > centres[:-1]).all())
+    (torch.Size([40]), True)
+    """
+    filterbank = getattr(compute_features, "compute_fbanks", None)
+    centres = getattr(filterbank, "f_central", None)
+    if centres is None:
+        raise ValueError(
+            f"cannot read mel band centres from {type(compute_features).__name__}: "
+            "expected a SpeechBrain Fbank"
+        )
+    return centres.detach().float().cpu().clone()
+
+
 def count_parameters(module, trainable_only=False):
     """Counts the parameters of a module.
 

@@ -106,7 +106,7 @@ def test_scratch_is_zero_and_teacherless(models):
 
 
 def test_registry_names_every_method():
-    assert set(DISTILLERS) == {"scratch", "kd", "emb_kd", "mlkd", "imlkd"}
+    assert set(DISTILLERS) == {"scratch", "kd", "emb_kd", "mlkd", "imlkd", "attr_kd"}
 
 
 def test_mlkd_logs_each_level_and_duration(models):

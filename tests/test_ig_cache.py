@@ -1,4 +1,4 @@
-"""Tests of the precomputed IG cache (speechbrain_imlkd/ig_cache.py).
+"""Tests of the precomputed IG cache (speechbrain_imlkd/ig_cache/).
 
 A tiny ECAPA teacher (C=16) on a toy corpus of 1 s chunks, with the plan
 0.25 / 0.5 / 1.0 s (4 + 2 + 1 segments per chunk) and 4 IG steps.
@@ -17,7 +17,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from speechbrain_imlkd import ig_cache
+from speechbrain_imlkd.ig_cache import precompute as ig_precompute
 from speechbrain_imlkd.attribution import (
     embedding_cosine_target,
     integrated_gradients,
@@ -392,7 +392,7 @@ def test_interrupted_precompute_resumes(teacher, corpus, full_cache, tmp_path, m
         CachedSaliency(cache).open()
 
     # A crash in the middle of shard 2, after shard 1 was written.
-    real = ig_cache._compute_shard
+    real = ig_precompute._compute_shard
     calls = []
 
     def crash_on_second(*args, **kwargs):
@@ -402,10 +402,10 @@ def test_interrupted_precompute_resumes(teacher, corpus, full_cache, tmp_path, m
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(ig_cache, "_compute_shard", crash_on_second)
+    monkeypatch.setattr(ig_precompute, "_compute_shard", crash_on_second)
     with pytest.raises(KeyboardInterrupt):
         precompute_ig_cache(teacher, corpus, cache, **kwargs)
-    monkeypatch.setattr(ig_cache, "_compute_shard", real)
+    monkeypatch.setattr(ig_precompute, "_compute_shard", real)
 
     report = precompute_ig_cache(teacher, corpus, cache, **kwargs)
     assert report.reused == [0, 1] and report.computed == [2] and report.complete

@@ -72,6 +72,7 @@ from speechbrain_imlkd.data.trials import (
     speaker_of,
     trial_path_to_id,
 )
+from speechbrain_imlkd.hashing import file_digest
 
 logger = logging.getLogger(__name__)
 
@@ -289,15 +290,6 @@ def _fetch_trial_list(source, save_folder):
     os.replace(part, dest)
     logger.info("Downloaded trial list %s to %s", source, dest)
     return dest
-
-
-def _sha1_file(path):
-    """SHA-1 of a file's bytes."""
-    h = hashlib.sha1()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _normalise_durations(durations, sample_rate):
@@ -594,7 +586,7 @@ def prepare_voxceleb1(
         "format_version": _FORMAT_VERSION,
         "wav_folder": str(wav_folder),
         "verification_pairs_file": str(verification_pairs_file),
-        "trial_list_sha1": _sha1_file(trial_file),
+        "trial_list_sha1": file_digest(trial_file, "sha1"),
         "splits": list(splits),
         "split_ratio": list(ratio),
         "seg_dur": seg_dur,

@@ -19,18 +19,8 @@ Authors
  * speechbrain-imlkd contributors
 """
 
-import logging
-import sys
-
-import speechbrain as sb
-from speechbrain.utils.distributed import if_main_process
-
-from speechbrain_imlkd.data.dataset import train_dev_datasets
-from speechbrain_imlkd.ig_cache import key_hash, prepare_ig_cache
-from speechbrain_imlkd.recipe_utils import prepare_teacher
+from speechbrain_imlkd.recipe_utils import run_ig_precompute
 from train_kd import load_hparams
-
-logger = logging.getLogger(__name__)
 
 
 def main(argv=None):
@@ -46,23 +36,7 @@ def main(argv=None):
     dict
         The cache key.
     """
-    hparams_file, run_opts, overrides = sb.parse_arguments(
-        sys.argv[1:] if argv is None else argv
-    )
-    sb.utils.distributed.ddp_init_group(run_opts)
-    hparams, _ = load_hparams(hparams_file, overrides)
-    train_ds, _, label_encoder = train_dev_datasets(
-        hparams["train_csv"],
-        hparams["dev_csv"],
-        hparams["label_encoder_file"],
-        sample_rate=hparams["sample_rate"],
-    )
-    teacher = prepare_teacher(hparams, run_opts, label_encoder, train_ds)
-    key = prepare_ig_cache(hparams, teacher, rebuild=True)
-    if if_main_process():
-        logger.info("IG cache ready (teacher %s, key %s)", key["teacher"][:12], key_hash(key)[:12])
-    return key
-
+    return run_ig_precompute(load_hparams, argv)
 
 if __name__ == "__main__":
     main()

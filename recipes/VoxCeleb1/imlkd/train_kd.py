@@ -19,28 +19,15 @@ Authors
  * speechbrain-imlkd contributors
 """
 
-import json
-import logging
-import sys
-from pathlib import Path
+from speechbrain.utils.distributed import run_on_main
 
-import speechbrain as sb
-import yaml
-from speechbrain.utils.distributed import if_main_process, run_on_main
-
-from speechbrain_imlkd.brain import KDBrain
-from speechbrain_imlkd.data.dataset import TRAIN_OUTPUT_KEYS, train_dev_datasets
 from speechbrain_imlkd.data.voxceleb import prepare_voxceleb1
-from speechbrain_imlkd.ig_cache import prepare_ig_cache
-from speechbrain_imlkd.hparams_utils import load_recipe_hparams, merged_yaml_text
+from speechbrain_imlkd.hparams_utils import load_recipe_hparams
 from speechbrain_imlkd.recipe_utils import (
-    evaluate_student,
-    count_speakers,
-    export_student,
-    prepare_teacher,
+    as_override_dict,
+    run_kd_recipe,
+    size_to_training_speakers,
 )
-
-logger = logging.getLogger(__name__)
 
 
 def load_hparams(hparams_file, overrides):
@@ -55,11 +42,12 @@ def load_hparams(hparams_file, overrides):
 
     Returns
     -------
-    dict
+    hparams : dict
         Hyperparameters whose classifier has one output per training speaker.
+    overrides : dict
+        The overrides, with ``n_train_speakers`` when it was resized.
     """
-    overrides = yaml.safe_load(overrides) if isinstance(overrides, str) else overrides
-    overrides = dict(overrides or {})
+    overrides = as_override_dict(overrides)
     hparams = load_recipe_hparams(hparams_file, overrides)
     if not hparams["skip_prep"]:
         run_on_main(
@@ -73,12 +61,7 @@ def load_hparams(hparams_file, overrides):
                 "sample_rate": hparams["sample_rate"],
             },
         )
-    n_speakers = count_speakers(hparams["train_csv"])
-    if n_speakers != hparams["n_train_speakers"]:
-        logger.info("train.csv has %d speakers: classifier resized", n_speakers)
-        overrides["n_train_speakers"] = n_speakers
-        hparams = load_recipe_hparams(hparams_file, overrides)
-    return hparams, overrides
+    return size_to_training_speakers(hparams_file, hparams, overrides)
 
 
 def main(argv=None):
@@ -94,57 +77,7 @@ def main(argv=None):
     dict
         The final evaluation results (empty when evaluation is off).
     """
-    hparams_file, run_opts, overrides = sb.parse_arguments(
-        sys.argv[1:] if argv is None else argv
-    )
-    sb.utils.distributed.ddp_init_group(run_opts)
-    hparams, overrides = load_hparams(hparams_file, overrides)
-    sb.create_experiment_directory(
-        experiment_directory=hparams["output_folder"], overrides=overrides
-    )
-    if if_main_process():
-        Path(hparams["output_folder"], "hyperparams.yaml").write_text(
-            merged_yaml_text(hparams_file)
-        )
-
-    train_ds, dev_ds, label_encoder = train_dev_datasets(
-        hparams["train_csv"],
-        hparams["dev_csv"],
-        hparams["label_encoder_file"],
-        sample_rate=hparams["sample_rate"],
-    )
-    # The source file lets the dev EER leave out pairs cut from one file.
-    sb.dataio.dataset.set_output_keys([train_ds, dev_ds], TRAIN_OUTPUT_KEYS + ["wav"])
-    teacher = None
-    if hparams["distiller"].uses_teacher:
-        teacher = prepare_teacher(hparams, run_opts, label_encoder, train_ds)
-    if teacher is not None and hparams.get("ig_mode") == "cached":
-        # On every rank, not run_on_main: under torchrun the ranks share the
-        # precomputation (each its own shards, then a barrier).
-        prepare_ig_cache(hparams, teacher)
-
-    brain = KDBrain(
-        modules=hparams["modules"],
-        opt_class=hparams["opt_class"],
-        hparams=hparams,
-        run_opts=run_opts,
-        checkpointer=hparams["checkpointer"],
-        teacher=teacher,
-    )
-    brain.fit(
-        brain.hparams.epoch_counter,
-        train_ds,
-        dev_ds,
-        train_loader_kwargs=hparams["dataloader_options"],
-        valid_loader_kwargs=hparams["valid_dataloader_options"],
-    )
-
-    results = {}
-    run_on_main(export_student, args=[brain, hparams, label_encoder])
-    if hparams["evaluate_after_training"] and if_main_process():
-        results = evaluate_student(hparams, run_opts)
-        logger.info("final evaluation: %s", json.dumps(results))
-    return results
+    return run_kd_recipe(load_hparams, argv)
 
 
 if __name__ == "__main__":

@@ -18,16 +18,20 @@ Authors
  * speechbrain-imlkd contributors 2025
 """
 
-import sys
-
 import speechbrain as sb
-from hyperpyyaml import load_hyperpyyaml
 from speechbrain.utils.distributed import if_main_process, run_on_main
 from speechbrain.utils.logger import get_logger
 
 from speechbrain_imlkd.data.dataset import train_dev_datasets
 from speechbrain_imlkd.data.voxceleb import prepare_voxceleb1
 from speechbrain_imlkd.export import export_model
+from speechbrain_imlkd.hparams_utils import load_recipe_hparams
+from speechbrain_imlkd.recipe_utils import (
+    as_override_dict,
+    check_label_encoder,
+    recipe_preamble,
+    size_to_training_speakers,
+)
 
 try:  # scoring is optional for training; without it the export is not scored
     from speechbrain_imlkd.scoring import evaluate_model
@@ -165,8 +169,45 @@ class TeacherBrain(sb.core.Brain):
             )
 
 
+def load_hparams(hparams_file, overrides):
+    """Loads the YAML, prepares the data and sizes the classifier to its speakers.
+
+    Arguments
+    ---------
+    hparams_file : str
+        The recipe YAML.
+    overrides : str or dict
+        Command-line overrides.
+
+    Returns
+    -------
+    hparams : dict
+        Hyperparameters whose classifier has one output per training speaker.
+    overrides : dict
+        The overrides, with ``n_train_speakers`` when it was resized.
+    """
+    overrides = as_override_dict(overrides)
+    hparams = load_recipe_hparams(hparams_file, overrides)
+    run_on_main(
+        prepare_voxceleb1,
+        kwargs={
+            "data_folder": hparams["data_folder"],
+            "save_folder": hparams["prep_folder"],
+            "verification_pairs_file": hparams["verification_file"],
+            "splits": ["train", "dev"],
+            "split_ratio": hparams["split_ratio"],
+            "seg_dur": hparams["seg_dur"],
+            "sample_rate": hparams["sample_rate"],
+            "skip_prep": hparams["skip_prep"],
+        },
+    )
+    return size_to_training_speakers(
+        hparams_file, hparams, overrides, csv_key="train_annotation"
+    )
+
+
 def prepare_data(hparams):
-    """Prepares the CSVs (main process only) and builds the datasets.
+    """Builds the datasets of the prepared CSVs.
 
     Arguments
     ---------
@@ -182,19 +223,6 @@ def prepare_data(hparams):
     label_encoder : CategoricalEncoder
         Training speakers to classifier indices.
     """
-    run_on_main(
-        prepare_voxceleb1,
-        kwargs={
-            "data_folder": hparams["data_folder"],
-            "save_folder": hparams["prep_folder"],
-            "verification_pairs_file": hparams["verification_file"],
-            "splits": ["train", "dev"],
-            "split_ratio": hparams["split_ratio"],
-            "seg_dur": hparams["seg_dur"],
-            "sample_rate": hparams["sample_rate"],
-            "skip_prep": hparams["skip_prep"],
-        },
-    )
     return train_dev_datasets(
         hparams["train_annotation"],
         hparams["valid_annotation"],
@@ -282,13 +310,7 @@ def main(argv=None):
     folder : pathlib.Path or None
         The exported model folder (None on non-main processes).
     """
-    hparams_file, run_opts, overrides = sb.parse_arguments(
-        sys.argv[1:] if argv is None else argv
-    )
-    with open(hparams_file, encoding="utf-8") as fin:
-        hparams = load_hyperpyyaml(fin, overrides)
-
-    sb.utils.distributed.ddp_init_group(run_opts)
+    hparams_file, run_opts, hparams, overrides = recipe_preamble(load_hparams, argv)
     sb.create_experiment_directory(
         experiment_directory=hparams["output_folder"],
         hyperparams_to_save=hparams_file,
@@ -296,10 +318,7 @@ def main(argv=None):
     )
 
     train_data, valid_data, label_encoder = prepare_data(hparams)
-
-    classifier = hparams["classifier"](n_speakers=len(label_encoder))
-    hparams["modules"]["classifier"] = classifier
-    hparams["checkpointer"].add_recoverable("classifier", classifier)
+    check_label_encoder(label_encoder, hparams)
 
     brain = TeacherBrain(
         modules=hparams["modules"],

@@ -1,74 +1,44 @@
-"""The frozen pretrained teacher of IML-KD.
+"""The frozen teacher: :class:`Teacher` and the class centroids of its embeddings.
 
-:func:`load_teacher` loads an ECAPA-TDNN speaker model in the SpeechBrain hub
-layout (``hyperparams.yaml``, ``embedding_model.ckpt``,
-``mean_var_norm_emb.ckpt`` and, optionally, ``classifier.ckpt`` and
-``label_encoder.txt``) from the hub (``speechbrain/spkrec-ecapa-voxceleb``)
-or from a local folder, with SpeechBrain's own ``Pretrainer``. A local
-folder loads with no network access, even when its ``hyperparams.yaml``
-still names the hub in ``pretrained_path``.
-
-The returned :class:`Teacher` is deliberately *not* a ``torch.nn.Module``:
-it must stay out of ``Brain.modules``, so that ``Brain.fit`` never switches
-it to training mode, the optimiser and checkpointer never see its weights,
-and DDP never wraps it. Its weights are frozen (``requires_grad=False``,
-eval mode, re-asserted at every call), yet gradients flow to its *input
-features*, which is what Integrated Gradients needs.
-
-Teacher posteriors over the student's training speakers come either from
-the teacher's own classifier (columns picked through its label encoder;
-the hub teacher's 7,205 classes include every VoxCeleb1 dev speaker) or,
-when there is no classifier or a speaker is unknown to it, from cosine
-similarities to class centroids of the teacher's embeddings
-(:func:`compute_centroids`).
+:class:`Teacher` wraps the SpeechBrain modules of a speaker model (feature
+extraction, normalisation, embedding model, optional classifier and label
+encoder). It is deliberately *not* a ``torch.nn.Module``, so that it stays
+out of ``Brain.modules``; its weights are frozen, yet gradients flow to its
+input features. :func:`compute_centroids` gives the class centroids behind
+its centroid posteriors. Loading from the hub or a local folder lives in
+:mod:`speechbrain_imlkd.teacher.hub`.
 
 Example
 -------
 >>> from speechbrain_imlkd.models import build_ecapa, features_pipeline
->>> fbank, norm = features_pipeline(n_mels=40)
->>> teacher = Teacher(fbank, norm, build_ecapa(16, lin_neurons=8, n_mels=40))
->>> feats = teacher.features(torch.rand(2, 8000), torch.ones(2))
->>> _ = feats.requires_grad_()
->>> emb = teacher.embed(feats)
->>> emb.sum().backward()
->>> emb.shape, bool(feats.grad.abs().sum() > 0)
-(torch.Size([2, 8]), True)
->>> any(p.grad is not None for p in teacher.embedding_model.parameters())
-False
+>>> t = Teacher(*features_pipeline(40), build_ecapa(16, 8, 40))
+>>> t.set_training_speakers(["a", "b"], mode="centroid",
+...                         centroid_data={"a": torch.rand(8), "b": torch.rand(8)})
+'centroid'
+>>> t.posteriors(t.embed_wavs(torch.rand(2, 4000))).shape
+torch.Size([2, 2])
 
 Authors
  * speechbrain-imlkd contributors 2025
 """
 
-import os
-import re
 from collections.abc import Mapping
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from hyperpyyaml import load_hyperpyyaml
 from speechbrain.dataio.dataloader import make_dataloader
 from speechbrain.dataio.dataset import DynamicItemDataset
 from speechbrain.dataio.encoder import CategoricalEncoder
-from speechbrain.inference.classifiers import EncoderClassifier
-from speechbrain.utils.fetching import FetchConfig, LocalStrategy, fetch
 from speechbrain.utils.logger import get_logger
 
 logger = get_logger(__name__)
 
-HPARAMS_FILE = "hyperparams.yaml"
-# Loadables a teacher can do without: it then falls back to centroid posteriors.
-OPTIONAL_LOADABLES = ("classifier", "label_encoder")
-REQUIRED_MODULES = ("compute_features", "mean_var_norm", "embedding_model")
 LABEL_MODES = ("label", "centroid", "auto")
 # SpeechBrain's Classifier returns cosines; the AAM softmax it was trained
 # with multiplies them by this scale before the softmax.
 DEFAULT_LOGIT_SCALE = 30.0
 # Length of the dummy waveform used to probe the feature dimension.
 PROBE_SECONDS = 0.1
-_PRETRAINED_PATH_LINE = re.compile(r"^pretrained_path\s*:", re.MULTILINE)
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
 class Teacher:
@@ -103,6 +73,12 @@ class Teacher:
     >>> t.sample_rate, t.n_mels, t.embedding_dim
     (16000, 40, 8)
     """
+
+    #: Whether the teacher computes features the student does not share
+    #: (True for the adapters of :mod:`speechbrain_imlkd.teacher_adapters`).
+    own_front_end = False
+    #: Name of the front end family, first entry of :attr:`front_end`.
+    adapter_name = "speechbrain"
 
     def __init__(
         self,
@@ -196,6 +172,103 @@ class Teacher:
             if param.requires_grad:
                 param.requires_grad_(False)
         return self
+
+    @property
+    def front_end(self):
+        """Settings that identify the teacher's features (for cache keys).
+
+        Returns
+        -------
+        dict
+            Plain values: ``adapter``, ``sample_rate``, ``n_mels`` and, for
+            a SpeechBrain ``Fbank``, its STFT and filterbank settings, plus
+            the feature normalisation.
+
+        Example
+        -------
+        >>> from speechbrain_imlkd.models import build_ecapa, features_pipeline
+        >>> t = Teacher(*features_pipeline(40), build_ecapa(16, 8, 40))
+        >>> fe = t.front_end
+        >>> fe["adapter"], fe["n_mels"], fe["hop_length_ms"], fe["log_mel"]
+        ('speechbrain', 40, 10, True)
+        """
+        feats = self.compute_features
+        desc = {
+            "adapter": self.adapter_name,
+            "sample_rate": self.sample_rate,
+            "n_mels": self.n_mels,
+            "features": type(feats).__name__,
+        }
+        stft = getattr(feats, "compute_STFT", None)
+        fbanks = getattr(feats, "compute_fbanks", None)
+        if stft is not None:
+            desc.update(
+                n_fft=int(stft.n_fft),
+                # STFT keeps its settings in samples; the ms values are the
+                # Fbank arguments.
+                win_length_ms=_plain(1000 * stft.win_length / stft.sample_rate),
+                hop_length_ms=_plain(1000 * stft.hop_length / stft.sample_rate),
+                center=bool(stft.center),
+                pad_mode=str(stft.pad_mode),
+            )
+        if fbanks is not None:
+            desc.update(
+                mel_scale="htk",
+                f_min=_plain(fbanks.f_min),
+                f_max=_plain(fbanks.f_max),
+                log_mel=bool(fbanks.log_mel),
+                filter_shape=str(fbanks.filter_shape),
+                power_spectrogram=_plain(fbanks.power_spectrogram),
+            )
+        for name in ("deltas", "context"):
+            if hasattr(feats, name):
+                desc[name] = bool(getattr(feats, name))
+        norm = self.mean_var_norm
+        if norm is not None:
+            desc["normalisation"] = type(norm).__name__
+            for name in ("norm_type", "std_norm"):
+                if hasattr(norm, name):
+                    desc["normalisation_" + name] = _plain(getattr(norm, name))
+        return desc
+
+    def band_centres_hz(self):
+        """Centre frequency of each mel band of the teacher's features, in Hz.
+
+        For a SpeechBrain ``Fbank``: the centres of its ``Filterbank``
+        (mel scale ``2595 * log10(1 + f / 700)``, bands evenly spaced in
+        mels between ``f_min`` and ``f_max``).
+
+        Returns
+        -------
+        torch.Tensor
+            ``(n_mels,)`` float64 on the CPU, increasing.
+
+        Raises
+        ------
+        ValueError
+            Features that are not a SpeechBrain ``Fbank``.
+
+        Example
+        -------
+        >>> from speechbrain_imlkd.models import build_ecapa, features_pipeline
+        >>> t = Teacher(*features_pipeline(40), build_ecapa(16, 8, 40))
+        >>> c = t.band_centres_hz()
+        >>> c.shape, round(c[0].item(), 1), round(c[-1].item(), 1)
+        (torch.Size([40]), 44.4, 7481.4)
+        """
+        fbanks = getattr(self.compute_features, "compute_fbanks", None)
+        if fbanks is None or not hasattr(fbanks, "f_central"):
+            raise ValueError(
+                "band_centres_hz needs a SpeechBrain Fbank front end; this "
+                f"teacher's is a {type(self.compute_features).__name__}"
+            )
+        centres = fbanks.f_central.detach().double().cpu()
+        if not fbanks.freeze:
+            # Learnable filters store centres scaled as Filterbank.forward
+            # undoes it.
+            factor = fbanks.param_change_factor
+            centres = centres * fbanks.sample_rate * factor * factor
+        return centres.clone()
 
     def to(self, device):
         """Moves the teacher (and its speaker tables) to ``device``.
@@ -597,276 +670,11 @@ def _centroids_from_batches(teacher, batches, sig_key, spk_key):
     return {spk: F.normalize(v, dim=0) for spk, v in sums.items()}
 
 
-# ---------------------------------------------------------------------- #
-# Loading
-# ---------------------------------------------------------------------- #
-def _hub_offline():
-    """Whether the Hugging Face hub must not be contacted (HF_HUB_OFFLINE)."""
-    value = os.environ.get("HF_HUB_OFFLINE", "")
-    return value.strip().upper() in ("1", "ON", "YES", "TRUE")
-
-
-def _looks_like_path(source):
-    """A source that can only be a filesystem path (not ``owner/name``)."""
-    text = str(source)
-    return (
-        isinstance(source, Path)
-        or text.startswith(("/", ".", "~"))
-        or os.path.exists(text)
-        or not _HUB_ID.match(text)
-    )
-
-
-def _resolve_source(source, savedir):
-    """Returns (is_local, normalised source, local hyperparams.yaml path)."""
-    if os.path.isdir(str(source)):
-        folder = Path(source).expanduser().resolve()
-        hparams_path = folder / HPARAMS_FILE
-        if not hparams_path.is_file():
-            raise FileNotFoundError(
-                f"teacher folder {folder} has no {HPARAMS_FILE}: expected the "
-                "SpeechBrain hub layout (hyperparams.yaml, "
-                "embedding_model.ckpt, ...)"
-            )
-        return True, str(folder), hparams_path
-    if _looks_like_path(source):
-        raise FileNotFoundError(
-            f"teacher source {str(source)!r} is neither an existing folder "
-            "nor a hub id of the form 'owner/name'"
-        )
-    try:
-        hparams_path = fetch(
-            filename=HPARAMS_FILE,
-            source=str(source),
-            savedir=savedir,
-            fetch_config=FetchConfig(allow_network=not _hub_offline()),
-        )
-    except Exception as e:  # hub errors come in many types
-        raise FileNotFoundError(
-            f"teacher source {source!r} is neither a local folder nor a "
-            f"reachable hub id ({type(e).__name__}: {e})"
-        ) from e
-    return False, str(source), Path(hparams_path)
-
-
-def _local_file(folder, pretrainer, name):
-    """Local file a loadable resolves to in ``folder`` (hub-layout paths)."""
-    if name in pretrainer.paths:
-        path = str(pretrainer.paths[name])
-        source, filename = pretrainer.split_path(path)
-        candidate = Path(source) / filename
-        if Path(source).is_dir():
-            return candidate
-        # A hub path left in a local yaml: the file must sit in the folder.
-        return Path(folder) / filename
-    return Path(folder) / (name + ".ckpt")
-
-
-def _check_state_dict(name, module, path):
-    """Raises a ValueError naming ``path`` if it does not fit ``module``."""
-    expected = module.state_dict()
-    if not expected:
-        return  # e.g. InputNormalization keeps its statistics elsewhere
-    try:
-        state = torch.load(path, map_location="cpu")
-    except Exception as e:
-        raise ValueError(f"{path}: cannot read checkpoint of '{name}' ({e})") from e
-    if not isinstance(state, Mapping):
-        raise ValueError(f"{path}: checkpoint of '{name}' is not a state dict")
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    wrong = [
-        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(v.shape)}"
-        for k, v in expected.items()
-        if k in state
-        and hasattr(state[k], "shape")
-        and tuple(state[k].shape) != tuple(v.shape)
-    ]
-    if missing or unexpected or wrong:
-        details = []
-        if wrong:
-            details.append(f"shape mismatch {wrong[:3]}")
-        if missing:
-            details.append(f"missing keys {missing[:3]}")
-        if unexpected:
-            details.append(f"unexpected keys {unexpected[:3]}")
-        raise ValueError(
-            f"{path} does not fit the '{name}' defined in the "
-            f"hyperparams.yaml ({'; '.join(details)})"
-        )
-
-
-def load_teacher(
-    source,
-    savedir,
-    run_opts=None,
-    expected_n_mels=None,
-    expected_sample_rate=None,
-):
-    """Loads a frozen teacher from the hub or from a local hub-layout folder.
-
-    The steps are those of ``EncoderClassifier.from_hparams`` (fetch the
-    ``hyperparams.yaml``, let its ``Pretrainer`` collect and load the
-    checkpoints), with three differences: for a local folder,
-    ``pretrained_path`` is overridden to the folder itself so that no hub
-    is contacted; a missing optional file (``classifier.ckpt``,
-    ``label_encoder.txt``) drops that part instead of failing; and every
-    checkpoint is checked against the modules its yaml builds, so that a
-    mismatch names the file.
-
-    Arguments
-    ---------
-    source : str or pathlib.Path
-        Hub id (``speechbrain/spkrec-ecapa-voxceleb``) or local folder.
-    savedir : str or pathlib.Path
-        Where the files are collected (symlinks for a local folder).
-    run_opts : dict or None
-        SpeechBrain run options, e.g. ``{"device": "cuda:0"}``.
-    expected_n_mels : int or None
-        The recipe's feature size; raises if the teacher's differs.
-    expected_sample_rate : int or None
-        The recipe's sample rate; raises if the teacher's differs.
-
-    Returns
-    -------
-    Teacher
-        Frozen, in eval mode, on the device of ``run_opts``.
-
-    Raises
-    ------
-    FileNotFoundError
-        Source neither a folder nor a reachable hub id, no
-        ``hyperparams.yaml``, or a required checkpoint missing.
-    ValueError
-        A checkpoint whose shapes do not fit the yaml, a yaml without the
-        needed modules, or n_mels / sample rate differing from the
-        expected ones.
-
-    Example
-    -------
-    >>> load_teacher("/nonexistent/teacher", "/tmp/unused")
-    Traceback (most recent call last):
-    ...
-    FileNotFoundError: teacher source '/nonexistent/teacher' is neither an existing folder nor a hub id of the form 'owner/name'
-    """
-    savedir = Path(savedir)
-    is_local, source, hparams_path = _resolve_source(source, savedir)
-    text = Path(hparams_path).read_text(encoding="utf-8")
-    overrides = {}
-    if is_local and _PRETRAINED_PATH_LINE.search(text):
-        # Hub yamls name the hub here; the weights next to the yaml win.
-        overrides["pretrained_path"] = source
-    try:
-        hparams = load_hyperpyyaml(text, overrides)
-    except Exception as e:
-        raise ValueError(f"{hparams_path}: cannot load ({e})") from e
-    missing = [k for k in REQUIRED_MODULES + ("pretrainer",) if k not in hparams]
-    if missing:
-        raise ValueError(f"{hparams_path}: no {missing} defined")
-    hparams["savedir"] = str(savedir)
-
-    pretrainer = hparams["pretrainer"]
-    if "embedding_model" not in pretrainer.loadables:
-        raise ValueError(
-            f"{hparams_path}: its pretrainer does not load 'embedding_model' "
-            "(the teacher would keep random weights)"
-        )
-    if is_local:
-        for name in list(pretrainer.loadables):
-            path = _local_file(source, pretrainer, name)
-            if path.is_file():
-                # Point the pretrainer at the checked local file.
-                pretrainer.paths[name] = str(path)
-                continue
-            if name in OPTIONAL_LOADABLES:
-                del pretrainer.loadables[name]
-                pretrainer.paths.pop(name, None)
-                continue
-            raise FileNotFoundError(
-                f"teacher folder {source} lacks {path.name} (needed for "
-                f"'{name}' by its {HPARAMS_FILE})"
-            )
-    pretrainer.set_collect_in(savedir)
-    fetch_config = FetchConfig(
-        allow_network=not (is_local or _hub_offline()),
-        # Re-link local files: a savedir reused for another teacher must not
-        # serve stale checkpoints.
-        overwrite=is_local,
-    )
-    try:
-        paths = pretrainer.collect_files(
-            default_source=source,
-            local_strategy=LocalStrategy.SYMLINK,
-            fetch_config=fetch_config,
-        )
-    except Exception as e:
-        raise FileNotFoundError(
-            f"cannot fetch the teacher checkpoints from {source} ({e})"
-        ) from e
-    for name, path in paths.items():
-        obj = pretrainer.loadables[name]
-        if isinstance(obj, torch.nn.Module):
-            _check_state_dict(name, obj, path)
-    pretrainer.load_collected()
-
-    # A classifier or label encoder whose file was not loaded would be
-    # random / empty: such parts are dropped, never used.
-    unloaded = [k for k in OPTIONAL_LOADABLES if k not in pretrainer.loadables]
-    for name in unloaded:
-        if hparams.get(name) is not None:
-            logger.info(
-                "Teacher %s: no %s loaded, posteriors need centroids", source, name
-            )
-        hparams[name] = None
-    modules = {
-        k: v for k, v in hparams.get("modules", {}).items() if k not in unloaded
-    }
-    for key in REQUIRED_MODULES:
-        modules.setdefault(key, hparams[key])
-    if hparams.get("classifier") is not None:
-        modules.setdefault("classifier", hparams["classifier"])
-    label_encoder = hparams.get("label_encoder")
-    classifier = modules.get("classifier")
-    if label_encoder is not None:
-        _check_label_encoder(label_encoder, classifier, paths.get("label_encoder"))
-
-    interface = EncoderClassifier(
-        modules=modules, hparams=hparams, run_opts=run_opts, freeze_params=True
-    )
-    mods = interface.mods
-    teacher = Teacher(
-        compute_features=mods["compute_features"],
-        mean_var_norm=mods["mean_var_norm"],
-        embedding_model=mods["embedding_model"],
-        classifier=mods["classifier"] if "classifier" in mods else None,
-        label_encoder=label_encoder,
-        device=interface.device,
-        interface=interface,
-    )
-    for name, expected, actual in (
-        ("n_mels", expected_n_mels, teacher.n_mels),
-        ("sample_rate", expected_sample_rate, teacher.sample_rate),
-    ):
-        if expected is not None and int(expected) != actual:
-            raise ValueError(
-                f"teacher {source} uses {name}={actual} but the recipe sets "
-                f"{name}={expected}: features must match the teacher's"
-            )
-    return teacher
-
-
-def _check_label_encoder(label_encoder, classifier, path):
-    """Raises if the label encoder is empty or does not fit the classifier."""
-    n_labels = len(label_encoder)
-    if n_labels == 0:
-        raise ValueError(f"{path}: label encoder is empty or unreadable")
-    if classifier is not None:
-        n_classes = int(classifier.weight.shape[0])
-        if n_classes != n_labels:
-            raise ValueError(
-                f"{path}: {n_labels} labels but the classifier has "
-                f"{n_classes} outputs"
-            )
-        label_encoder.expect_len(n_classes)
-    else:
-        label_encoder.ignore_len()
+def _plain(value):
+    """A number or flag as a plain Python value (JSON-friendly)."""
+    if isinstance(value, torch.Tensor):
+        value = value.item()
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return value
+    value = float(value)
+    return int(value) if value.is_integer() else value
