@@ -6,7 +6,7 @@ sine-mixture 16 kHz wavs of ``seg_dur`` seconds written with soundfile, a
 spk_id`` layout, and a random-weight ECAPA-TDNN teacher exported in the hub
 layout with :func:`speechbrain_imlkd.export.export_model`), then for every
 method (``scratch``, ``kd``, ``emb_kd``, ``mlkd``, ``imlkd`` with
-``ig_mode: online`` and with ``ig_mode: cached``) does what
+``ig_mode: online`` and with ``ig_mode: cached``, ``attr_kd``) does what
 ``recipes/VoxCeleb1/imlkd/train_kd.py`` does up to ``fit``:
 
 * loads ``recipes/VoxCeleb1/imlkd/hparams/<method>_ecapa.yaml`` with
@@ -81,8 +81,12 @@ CONFIGS = [
     ("mlkd", "mlkd", None),
     ("imlkd (online IG)", "imlkd", "online"),
     ("imlkd (cached IG)", "imlkd", "cached"),
+    ("attr_kd (online IG)", "attr_kd", "online"),
 ]
 ONLINE = "imlkd (online IG)"
+ATTR = "attr_kd (online IG)"
+#: Configurations that run IG at every step: timed in the last rounds only.
+PER_STEP_IG = (ONLINE, ATTR)
 CACHED = "imlkd (cached IG)"
 TARGET_RATIO = 1.3
 TITLE = "Seconds per KD training step (benchmarks/bench_kd_step.py)"
@@ -474,7 +478,7 @@ def time_steps(runs, args, log):
     for r in range(n_rounds):
         timed = r >= args.warmup
         for label, run in runs.items():
-            if label == ONLINE and r < n_rounds - args.online_repeats:
+            if label in PER_STEP_IG and r < n_rounds - args.online_repeats:
                 continue  # the online step costs ~100 kd steps: last rounds only
             brain = run["brain"]
             brain.step += 1
@@ -486,7 +490,7 @@ def time_steps(runs, args, log):
             parts["total"] = seconds
             if not torch.isfinite(loss):
                 raise RuntimeError(f"{label}: non-finite loss {float(loss)}")
-            if timed or label == ONLINE:
+            if timed or label in PER_STEP_IG:
                 times[label].append((seconds, parts))
             log(f"  round {r} {'timed' if timed else 'warm-up'}: {label} "
                 f"{seconds:.3f} s (loss {float(loss):.3f})")
@@ -624,6 +628,10 @@ def markdown(args, info, times, ig_rows, command):
     if ONLINE in med:
         lines += ["", f"Online IG imlkd: {med[ONLINE] / kd:.1f}x kd"
                   + (f", {med[ONLINE] / med[CACHED]:.1f}x cached imlkd." if CACHED in med else ".")]
+    if ATTR in med:
+        lines += ["", f"Attribution alignment (attr_kd, online IG + double backward): "
+                  f"{med[ATTR] / kd:.1f}x kd"
+                  + (f", {med[ATTR] / med[ONLINE]:.2f}x online imlkd." if ONLINE in med else ".")]
     if "precompute_s" in info:
         seg = info["precompute_segments"]
         lines += [
@@ -699,7 +707,7 @@ def main(argv=None):
         info["teacher_params"] = export_teacher(root / "teacher", speakers, args)
         runs = {}
         for label, stem, ig_mode in CONFIGS:
-            if label == ONLINE and args.no_online:
+            if label in PER_STEP_IG and args.no_online:
                 continue
             log(f"set-up: {label}")
             runs[label] = setup_method(label, stem, ig_mode, root, args, len(speakers), log)
@@ -720,7 +728,7 @@ def main(argv=None):
             # fit_batch = forward + objectives + backward + optimizer step. The
             # objectives (teacher, saliency, student segments, losses) are timed
             # by their parts; the loss arithmetic itself is tiny.
-            nested = parts.get("teacher", 0.0) if label == ONLINE else 0.0
+            nested = parts.get("teacher", 0.0) if label in PER_STEP_IG else 0.0
             known = sum(parts.get(n, 0.0) for n in TIMER_NAMES) - nested
             info["backward"][label] = parts["total"] - known
         if CACHED in times:

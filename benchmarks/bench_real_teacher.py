@@ -247,7 +247,7 @@ def main(argv=None):
     print("scoring the teacher", flush=True)
     teacher = teacher_results(hparams, args.out)
     print(f"training {len(args.methods)} methods x {len(args.seeds)} seeds", flush=True)
-    overrides = dict(o.split("=", 1) for o in args.override)
+    overrides = {k: yaml.safe_load(v) for k, v in (o.split("=", 1) for o in args.override)}
     times = train_all(args.methods, args.seeds, args.out, args.jobs, args.threads, overrides)
     summary = summarise(args.methods, args.seeds, hparams, args.out, args.n_boot)
     summary["teacher"] = teacher

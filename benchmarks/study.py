@@ -196,12 +196,39 @@ class Runner:
         print(f"  {name}: {self.times[name]:.0f} s", flush=True)
 
 
+def cell_overrides(setting, cell):
+    """A cell's recipe overrides: the setting's, its method's, then its own.
+
+    Arguments
+    ---------
+    setting : dict
+        ``overrides`` (every run) and ``method_overrides`` (``{method: {...}}``).
+    cell : dict
+        ``method`` and ``overrides``.
+
+    Returns
+    -------
+    dict
+
+    Example
+    -------
+    >>> cell_overrides({"overrides": {"a": 1}, "method_overrides": {"imlkd": {"a": 2, "b": 3}}},
+    ...                {"method": "imlkd", "overrides": {"b": 4}})
+    {'a': 2, 'b': 4}
+    """
+    return {
+        **setting.get("overrides", {}),
+        **setting.get("method_overrides", {}).get(cell["method"], {}),
+        **cell.get("overrides", {}),
+    }
+
+
 def cell_run(setting, cell, seed, base_args, out, runner, uses_cache):
     """Trains one cell with one seed (skipped when its dev results exist)."""
     folder = out / slug(cell["name"]) / f"seed{seed}"
     if (folder / "eval" / "results.json").is_file():
         return folder
-    overrides = {**setting.get("overrides", {}), **cell.get("overrides", {})}
+    overrides = cell_overrides(setting, cell)
     yaml_name = setting["method_yaml"].format(method=cell["method"])
     # Cells whose IG settings are the same share one cache (`ig_cache` name).
     cache = out / "ig_cache" / cell.get("ig_cache", slug(cell["name"]))
@@ -222,7 +249,7 @@ def train_cells(setting, cells, seeds, base_args, out, runner, jobs):
     """Every cell x seed, ``jobs`` at a time; returns ``{cell: [run folders]}``."""
     jobs_list = []
     for cell in cells:
-        overrides = {**setting.get("overrides", {}), **cell.get("overrides", {})}
+        overrides = cell_overrides(setting, cell)
         uses_cache = cell["method"] == "imlkd" and overrides.get("ig_mode", "cached") == "cached"
         for seed in seeds:
             jobs_list.append((cell, seed, uses_cache))
@@ -416,7 +443,7 @@ def setup_synthetic(setting, out, real_out):
              f"--output_folder={out / 'teacher'}", *demo_overrides(cfg["teacher"]), "--noprogressbar"]
         )
     prep = out / "prepared"
-    student = {**cfg["students"], **cfg["method_overrides"].get("imlkd", {})}
+    student = cfg["students"]
     base = [f"--data_folder={corpus}", f"--teacher_source={teacher_dir}", f"--output_root={out}",
             f"--prep_folder={prep}", *demo_overrides(student)]
     # Preparation through one short scratch run's loader (as the recipe does).
@@ -424,10 +451,11 @@ def setup_synthetic(setting, out, real_out):
     train_kd.load_hparams(str(RECIPE / "hparams" / "scratch_ecapa.yaml"),
                           {"data_folder": str(corpus), "output_root": str(out),
                            "prep_folder": str(prep), "seg_dur": student["seg_dur"]})
-    dev = out / "dev_trials.txt"
+    # Named dev.txt: the recipe names its scores file after the list's stem.
+    dev = out / "dev.txt"
     if not dev.is_file():
         dev_trials_from_csv(prep / "dev.csv", corpus / "wav", dev)
-    base += [f"--eval_data_folder={corpus}", f"--eval_trials={{dev: {dev}}}"]
+    base += ["--skip_prep=True", f"--eval_data_folder={corpus}", f"--eval_trials={dev}"]
     lists = {"dev": dev, "test": corpus / "veri_test2.txt", "data_folder": corpus,
              "test_data_folder": corpus}
     real_prep = real_out / "prepared"

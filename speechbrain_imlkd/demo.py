@@ -31,6 +31,8 @@ import contextlib
 import importlib.util
 import json
 import logging
+import os
+import platform
 import re
 import statistics
 import sys
@@ -45,6 +47,17 @@ REPO = Path(__file__).resolve().parents[1]
 RECIPE = REPO / "recipes" / "VoxCeleb1" / "imlkd"
 DEFAULT_CONFIG = REPO / "hparams" / "demo.yaml"
 
+#: Pins torch's CPU libraries at their AVX2 code paths (ATen kernels, MKL's
+#: conditional numerical reproducibility, oneDNN convolutions), so that
+#: machines with and without AVX-512 run the same kernels. Measured at
+#: 1.03x (student) and 1.09x (teacher) the CPU time of a native training
+#: step, with other bits than the native AVX-512 paths (BENCHMARKS.md,
+#: "CPU-independent numerics"). Read when the libraries load: set before
+#: torch is imported. NumPy's SIMD switches were measured not to change the
+#: synthetic corpus and are left alone.
+PINNED_NUMERICS = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
+X86_64 = ("x86_64", "AMD64")
+CPUINFO = "/proc/cpuinfo"
 LOG_NAME = "demo.log"
 LOG_FORMAT = "%(asctime)s %(name)s %(levelname)s: %(message)s"
 #: SpeechBrain's ``FileTrainLogger`` logs one INFO record per epoch here.
@@ -83,6 +96,82 @@ def say(message, file=None):
     [demo] hello
     """
     print(f"[demo] {message}", file=file or sys.stdout, flush=True)
+
+
+def cpu_has_avx2(cpuinfo=CPUINFO):
+    """Whether the CPU flags (Linux ``/proc/cpuinfo``) include AVX2.
+
+    Arguments
+    ---------
+    cpuinfo : str or Path
+        The CPU description file.
+
+    Returns
+    -------
+    bool
+        False when the file cannot be read (other systems).
+
+    Example
+    -------
+    >>> import tempfile
+    >>> f = Path(tempfile.mkdtemp()) / "cpuinfo"
+    >>> _ = f.write_text("flags\\t\\t: fpu sse avx avx2 fma\\n")
+    >>> cpu_has_avx2(f), cpu_has_avx2(f.parent / "missing")
+    (True, False)
+    """
+    try:
+        text = Path(cpuinfo).read_text()
+    except OSError:
+        return False
+    return any(line.startswith("flags") and "avx2" in line.split() for line in text.splitlines())
+
+
+def pin_numerics(environ=None, modules=None, machine=None, cpuinfo=CPUINFO):
+    """Sets :data:`PINNED_NUMERICS` in the environment before torch loads.
+
+    Values already in the environment are kept (a user's own choice wins).
+    Nothing is set when torch is already imported (too late: the libraries
+    have read their settings) or on a CPU that is not x86-64 with AVX2.
+
+    Arguments
+    ---------
+    environ : dict, optional
+        The environment (default: ``os.environ``).
+    modules : dict, optional
+        Loaded modules (default: ``sys.modules``).
+    machine : str, optional
+        ``platform.machine()`` (default: this machine's).
+    cpuinfo : str or Path
+        For :func:`cpu_has_avx2`.
+
+    Returns
+    -------
+    str
+        What was done, for the report.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> f = Path(tempfile.mkdtemp()) / "cpuinfo"
+    >>> _ = f.write_text("flags : avx2\\n")
+    >>> env = {"MKL_CBWR": "COMPATIBLE"}
+    >>> pin_numerics(env, modules={}, machine="x86_64", cpuinfo=f)
+    'pinned: ATEN_CPU_CAPABILITY=avx2, MKL_CBWR=COMPATIBLE, ONEDNN_MAX_CPU_ISA=AVX2'
+    >>> pin_numerics({}, modules={"torch": None}, machine="x86_64", cpuinfo=f)
+    'native (torch was loaded before the demo started)'
+    >>> pin_numerics({}, modules={}, machine="arm64", cpuinfo=f)
+    'native (not an x86-64 CPU with AVX2)'
+    """
+    environ = os.environ if environ is None else environ
+    modules = sys.modules if modules is None else modules
+    machine = platform.machine() if machine is None else machine
+    if "torch" in modules:
+        return "native (torch was loaded before the demo started)"
+    if machine not in X86_64 or not cpu_has_avx2(cpuinfo):
+        return "native (not an x86-64 CPU with AVX2)"
+    for key, value in PINNED_NUMERICS.items():
+        environ.setdefault(key, value)
+    return "pinned: " + ", ".join(f"{key}={environ[key]}" for key in PINNED_NUMERICS)
 
 
 def epoch_tick(record):
@@ -332,7 +421,7 @@ class Console:
             bar.total = bar.total or max(bar.n, 1)
             bar.n = bar.total
             bar.refresh()
-            postfix = bar.postfix
+            postfix = getattr(bar, "postfix", None)  # unset on a disabled bar
             bar.close()
             if self.verbose:
                 self.say(f"{desc}: done" + (f" ({postfix})" if postfix else ""))
@@ -614,7 +703,7 @@ def uses_ig_cache(cfg, method):
 
 
 def run_demo(out_dir, work_dir, n_seeds=1, config=DEFAULT_CONFIG, toy=False, verbose=False,
-             console=None):
+             console=None, numerics=None):
     """Runs the whole demo.
 
     Arguments
@@ -634,6 +723,8 @@ def run_demo(out_dir, work_dir, n_seeds=1, config=DEFAULT_CONFIG, toy=False, ver
         ``<out_dir>/demo.log``.
     console : Console, optional
         The terminal (default: a :class:`Console` on ``sys.stdout``).
+    numerics : str, optional
+        What :func:`pin_numerics` did (for the report).
 
     Returns
     -------
@@ -651,14 +742,19 @@ def run_demo(out_dir, work_dir, n_seeds=1, config=DEFAULT_CONFIG, toy=False, ver
     out_dir.mkdir(parents=True, exist_ok=True)
     if not console.verbose:
         console.say(f"log: {out_dir / LOG_NAME} (make demo VERBOSE=1 prints it here)")
-    with console.capture(out_dir / LOG_NAME):
-        result = _run_stages(out_dir, work_dir, n_seeds, config, toy, console)
+    try:
+        with console.capture(out_dir / LOG_NAME):
+            result = _run_stages(out_dir, work_dir, n_seeds, config, toy, console, numerics)
+    except Exception as error:
+        if not console.verbose:
+            console.say(f"failed ({type(error).__name__}); the log is {out_dir / LOG_NAME}")
+        raise
     console.stream.write((out_dir / "results.md").read_text())
     console.say(f"results in {out_dir}")
     return result
 
 
-def _run_stages(out_dir, work_dir, n_seeds, config, toy, console):
+def _run_stages(out_dir, work_dir, n_seeds, config, toy, console, numerics=None):
     """The stages of :func:`run_demo` (its output captured in quiet mode).
 
     Arguments
@@ -675,6 +771,8 @@ def _run_stages(out_dir, work_dir, n_seeds, config, toy, console):
         Toy sizes.
     console : Console
         The terminal.
+    numerics : str, optional
+        What :func:`pin_numerics` did.
 
     Returns
     -------
@@ -785,8 +883,12 @@ def _run_stages(out_dir, work_dir, n_seeds, config, toy, console):
                        tick=analysis_tick):
         run_analyses(teacher_dir, students, corpus, trials, out_dir, seed=first, **cfg["analysis"])
 
+    settings = ", ".join(f"{k}={os.environ.get(k, 'unset')}" for k in PINNED_NUMERICS)
     note = (f"`make demo SEEDS={n_seeds}`{' (toy sizes)' if toy else ''}; "
-            f"total wall time {time.time() - start:.0f} s.")
+            f"total wall time {time.time() - start:.0f} s. CPU numerics: "
+            f"{numerics or 'not set by the demo'} (ATen capability "
+            f"{torch.backends.cpu.get_cpu_capability()}, {settings}; "
+            f"{torch.get_num_threads()} thread(s)).")
     result = write_report(out_dir, teacher_row, runs, methods, note)
     if ig_methods:
         result["ig_precompute_s"] = ig_time
@@ -800,7 +902,7 @@ def main(argv=None):
     Arguments
     ---------
     argv : list of str, optional
-        ``--output DIR --work DIR --seeds N [--toy] [--verbose]``.
+        ``--output DIR --work DIR --seeds N [--toy] [--verbose] [--native-numerics]``.
 
     Returns
     -------
@@ -820,10 +922,16 @@ def main(argv=None):
     parser.add_argument("--toy", action="store_true", help="toy sizes (tests)")
     parser.add_argument("--verbose", action="store_true",
                         help="print everything instead of one bar per stage (make demo VERBOSE=1)")
+    parser.add_argument("--native-numerics", action="store_true",
+                        help="use this CPU's fastest kernels instead of the AVX2 ones pinned "
+                             "for results that match across machines")
     args = parser.parse_args(argv)
+    # Before anything imports torch.
+    numerics = "native (--native-numerics)" if args.native_numerics else pin_numerics()
     if args.verbose:
         logging.basicConfig(level=logging.INFO)
-    return run_demo(args.output, args.work, args.seeds, args.config, args.toy, args.verbose)
+    return run_demo(args.output, args.work, args.seeds, args.config, args.toy, args.verbose,
+                    numerics=numerics)
 
 
 if __name__ == "__main__":

@@ -335,21 +335,46 @@ class MultiLevelKD(Distiller):
             else:
                 t_emb, t_logits = target.teacher_emb, target.teacher_logits
             s_emb, s_logits = batch.student(target.inputs, None)
-            loss, parts = multilevel_alignment_loss(
-                s_logits,
-                t_logits,
-                s_emb,
-                t_emb,
-                temperatures=self.temperatures,
-                lambda_emb=self.lambda_emb,
-                weights=self.level_weights,
-                projection=batch.projection,
-            )
+            loss = self.duration_loss(batch, duration, (s_emb, s_logits), (t_emb, t_logits), terms)
             total = total + loss
-            terms[f"dur{duration:g}"] = loss.detach()
-            for name, value in parts.items():
-                terms[name] = terms.get(name, 0.0) + value.detach()
         return self.add_clean_kd(batch, self.eta * total, terms)
+
+    def duration_loss(self, batch, duration, student, teacher, terms):
+        """Multi-level loss of one duration's segments, logged into ``terms``.
+
+        Arguments
+        ---------
+        batch : DistillationBatch
+            The batch (its ``projection`` maps student to teacher embeddings).
+        duration : float
+            The segments' duration (names the ``dur<d>`` term).
+        student : tuple of torch.Tensor
+            The student's ``(embeddings, logits)`` on the segments.
+        teacher : tuple of torch.Tensor
+            The teacher's ``(embeddings, logits)`` on the same segments.
+        terms : dict
+            Gets ``dur<d>`` and adds each level to its sum over durations.
+
+        Returns
+        -------
+        torch.Tensor
+            The loss of this duration.
+        """
+        (s_emb, s_logits), (t_emb, t_logits) = student, teacher
+        loss, parts = multilevel_alignment_loss(
+            s_logits,
+            t_logits,
+            s_emb,
+            t_emb,
+            temperatures=self.temperatures,
+            lambda_emb=self.lambda_emb,
+            weights=self.level_weights,
+            projection=batch.projection,
+        )
+        terms[f"dur{duration:g}"] = loss.detach()
+        for name, value in parts.items():
+            terms[name] = terms.get(name, 0.0) + value.detach()
+        return loss
 
     def add_clean_kd(self, batch, loss, terms):
         """Adds ``kd_weight * KD(clean chunk)`` when the composition asks for it.
@@ -586,22 +611,10 @@ class AttributionAlignmentKD(MultiLevelKD):
             t_seg = item.teacher_inputs if isinstance(item, SalientSegment) else seg
             t_emb, t_logits = batch.teacher_outputs(t_seg)
             s_emb, s_logits, s_map = self.student_saliency(batch, seg)
-            loss, parts = multilevel_alignment_loss(
-                s_logits,
-                t_logits,
-                s_emb,
-                t_emb,
-                temperatures=self.temperatures,
-                lambda_emb=self.lambda_emb,
-                weights=self.level_weights,
-                projection=batch.projection,
-            )
+            loss = self.duration_loss(batch, duration, (s_emb, s_logits), (t_emb, t_logits), terms)
             attr = attribution_alignment_loss(s_map, expand_saliency(sal, s_map.shape[-1]))
             total = total + loss
             attr_total = attr_total + attr
-            terms[f"dur{duration:g}"] = loss.detach()
-            for name, value in parts.items():
-                terms[name] = terms.get(name, 0.0) + value.detach()
         terms["attr"] = attr_total.detach()
         return self.add_clean_kd(batch, self.eta * total + self.gamma * attr_total, terms)
 

@@ -32,8 +32,11 @@ after a run without failures).
 
 Example
 -------
->>> parse_pair_list  # doctest: +ELLIPSIS
-<function parse_pair_list at ...>
+>>> import tempfile, pathlib
+>>> f = pathlib.Path(tempfile.mkdtemp()) / "pairs.txt"
+>>> _ = f.write_text("a.wav b.wav\\n")
+>>> [(t.label, t.enrol_text, t.test_text) for t in parse_pair_list(f)]
+[(None, 'a.wav', 'b.wav')]
 
 Authors
  * speechbrain-imlkd contributors 2025

@@ -64,3 +64,14 @@ def tiny_exports():
         onnx=onnx_file,
         int8=onnx_file.with_name(onnx_file.name[: -len(".onnx")] + INT8_SUFFIX),
     )
+
+
+def feature_input_graph():
+    """A graph taking features (batch x frames x 80), not waveforms."""
+    from onnx import TensorProto, helper
+
+    feats = helper.make_tensor_value_info("feats", TensorProto.FLOAT, ["batch", "frames", 80])
+    out = helper.make_tensor_value_info("embeddings", TensorProto.FLOAT, ["batch", 80])
+    node = helper.make_node("ReduceMean", ["feats"], ["embeddings"], axes=[1], keepdims=0)
+    graph = helper.make_graph([node], "features_to_embedding", [feats], [out])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])

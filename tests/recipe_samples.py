@@ -37,6 +37,19 @@ VOXCELEB1_CORPUS = dict(
     n_trials=12,
     seed=3,
 )
+#: A tiny corpus of synthetic voices laid out as a flat LibriSpeech folder.
+LIBRISPEECH_CORPUS = dict(
+    n_train_speakers=6,
+    n_test_speakers=2,
+    sessions_per_speaker=2,
+    utterances_per_session=2,
+    min_duration=2.5,
+    max_duration=3.0,
+    n_trials=4,
+    seed=11,
+)
+#: LibriSpeech-like reader ids of the sample speakers start here.
+LIBRISPEECH_FIRST_READER = 101
 #: A random-weight teacher small enough for the rows' debug runs.
 TEACHER = dict(channels=16, lin_neurons=16, attention_channels=8, seed=0)
 
@@ -88,8 +101,42 @@ def make_teacher(folder, samples):
     )
 
 
+def make_librispeech(folder, samples):
+    """A flat LibriSpeech-style folder: one ``<spk>-<chapter>-<utt>.flac`` per speaker.
+
+    Each speaker's synthetic clips are joined into one file, as in the
+    shared one-utterance-per-speaker folder.
+
+    Arguments
+    ---------
+    folder : Path
+        Where to write the FLAC files.
+    samples : Path
+        The samples folder (a scratch corpus is written next to it).
+
+    Returns
+    -------
+    Path
+        The folder.
+    """
+    import numpy as np
+    import soundfile as sf
+
+    corpus = samples / "_librispeech_voices"
+    meta = generate_corpus(corpus, **LIBRISPEECH_CORPUS)
+    folder.mkdir(parents=True, exist_ok=True)
+    speakers = sorted(meta["speakers"]["train"] + meta["speakers"]["test"])
+    for k, spk in enumerate(speakers):
+        clips = sorted((corpus / "wav" / spk).glob("*/*.wav"))
+        audio = np.concatenate([sf.read(c, dtype="float32")[0] for c in clips])
+        reader = LIBRISPEECH_FIRST_READER + k
+        sf.write(folder / f"{reader}-1-0000.flac", audio, 16000)
+    return folder
+
+
 #: Sample name (the folder under ``tests/tmp/samples``) -> builder.
-SAMPLES = {"voxceleb1": make_voxceleb1, "teacher": make_teacher}
+SAMPLES = {"voxceleb1": make_voxceleb1, "teacher": make_teacher,
+           "librispeech": make_librispeech}
 
 
 def make_samples(root, names=None):

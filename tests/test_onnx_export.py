@@ -16,10 +16,11 @@ import pytest
 import torch
 
 import speechbrain_imlkd.onnx_export as ox
+import speechbrain_imlkd.onnx_export.exporter as ox_exporter
 from speechbrain_imlkd.embeddings import load_model
 from speechbrain_imlkd.export import main as export_main
 from speechbrain_imlkd.models import features_pipeline
-from _onnx_models import LIN_NEURONS, tiny_exports
+from _onnx_models import LIN_NEURONS, feature_input_graph, tiny_exports
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 CLIPS = sorted(glob.glob(str(DATA / "voxceleb1" / "wav" / "*" / "*" / "*.wav")))
@@ -127,7 +128,7 @@ def test_int8_refuses_foreign_or_quantised_graphs(exported, tmp_path):
     with pytest.raises(ValueError, match="already quantised"):
         ox.quantize_int8(exported.int8, tmp_path / "x.onnx")
     foreign = tmp_path / "foreign.onnx"
-    onnx.save(_feature_input_graph(), str(foreign))
+    onnx.save(feature_input_graph(), str(foreign))
     with pytest.raises(ValueError, match="not a graph written by export_onnx"):
         ox.quantize_int8(foreign)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["foreign.onnx"]
@@ -143,7 +144,7 @@ class _FakeProgram:
 def test_failed_parity_leaves_no_file(exported, encoder, tmp_path, monkeypatch):
     # The real graph, a bar no graph can pass: export must refuse it.
     monkeypatch.setattr(ox.torch.onnx, "export", lambda *a, **k: _FakeProgram(exported.onnx))
-    monkeypatch.setattr(ox, "PARITY_MIN_COSINE", 1.5)
+    monkeypatch.setattr(ox_exporter, "PARITY_MIN_COSINE", 1.5)  # where export_onnx reads it
     out = tmp_path / "sub" / "model.onnx"
     with pytest.raises(ox.ParityError, match="below 1.5"):
         ox.export_onnx(encoder, out)
@@ -177,20 +178,9 @@ def test_cli_folder_mode_and_errors(exported, tmp_path, monkeypatch, capsys):
         assert message in capsys.readouterr().err
 
 
-def _feature_input_graph():
-    """A graph taking features (batch x frames x 80), not waveforms."""
-    from onnx import TensorProto, helper
-
-    feats = helper.make_tensor_value_info("feats", TensorProto.FLOAT, ["batch", "frames", 80])
-    out = helper.make_tensor_value_info("embeddings", TensorProto.FLOAT, ["batch", 80])
-    node = helper.make_node("ReduceMean", ["feats"], ["embeddings"], axes=[1], keepdims=0)
-    graph = helper.make_graph([node], "features_to_embedding", [feats], [out])
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-
-
 def test_embedder_rejects_feature_input_graph(tmp_path):
     path = tmp_path / "features.onnx"
-    onnx.save(_feature_input_graph(), str(path))
+    onnx.save(feature_input_graph(), str(path))
     with pytest.raises(ValueError, match=r"features.onnx: input 'feats'.*not a waveform batch"):
         ox.OnnxEmbedder(path)
     garbage = tmp_path / "garbage.onnx"

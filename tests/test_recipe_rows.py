@@ -249,8 +249,8 @@ def test_row_helpers_detect_failures(tmp_path):
     assert cmd.startswith("PYTHONPATH=/w/recipes/X ") and out == "tests/tmp/X_row_02"
 
 
-def extends_target(path):
-    """The YAML that ``path`` extends (``extends: other.yaml``), or None.
+def extends_targets(path):
+    """The YAMLs that ``path`` extends (``extends: a.yaml`` or ``[a.yaml, b.yaml]``).
 
     Arguments
     ---------
@@ -259,16 +259,17 @@ def extends_target(path):
 
     Returns
     -------
-    Path or None
+    list of Path
     """
     for line in path.read_text().splitlines():
-        m = re.match(r"extends:\s*(\S+)", line)
+        m = re.match(r"extends:\s*(.+)$", line)
         if m:
-            return (path.parent / m.group(1)).resolve()
-    return None
+            names = [n.strip() for n in m.group(1).strip().strip("[]").split(",") if n.strip()]
+            return [(path.parent / n).resolve() for n in names]
+    return []
 
 
-def runnable_yaml(path):
+def runnable_yaml(path, all_yamls):
     """Whether a recipe YAML is meant to be run (not only a shared base).
 
     A base is extended by other YAMLs and extends none itself (e.g.
@@ -278,14 +279,16 @@ def runnable_yaml(path):
     Arguments
     ---------
     path : Path
-        A YAML of ``recipes/*/*/hparams``.
+        A recipe YAML.
+    all_yamls : list of Path
+        Every recipe YAML (bases may be shared across recipe folders).
 
     Returns
     -------
     bool
     """
-    extended = {extends_target(other) for other in path.parent.glob("*.yaml")}
-    return path.resolve() not in extended or extends_target(path) is not None
+    extended = {t for other in all_yamls for t in extends_targets(other)}
+    return path.resolve() not in extended or bool(extends_targets(path))
 
 
 def test_every_recipe_has_a_row():
@@ -297,8 +300,9 @@ def test_every_recipe_has_a_row():
             assert value and (REPO / value).is_file(), f"{column} {value!r} does not exist"
     for script in sorted(REPO.glob("recipes/*/*/*.py")):
         assert script.relative_to(REPO).as_posix() in scripts, f"no row runs {script}"
-    for yaml_file in sorted(REPO.glob("recipes/*/*/hparams/*.yaml")):
-        if runnable_yaml(yaml_file):
+    yamls = sorted(REPO.glob("recipes/*/*/hparams/*.yaml"))
+    for yaml_file in yamls:
+        if runnable_yaml(yaml_file, yamls):
             assert yaml_file.relative_to(REPO).as_posix() in hparams, f"no row uses {yaml_file}"
 
 

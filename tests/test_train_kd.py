@@ -9,12 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
-from speechbrain.dataio.encoder import CategoricalEncoder
 
-from speechbrain_imlkd.data.synthetic import generate_corpus
-from speechbrain_imlkd.export import export_model
-from speechbrain_imlkd.models import build_classifier, build_ecapa
+from recipe_samples import make_teacher, make_voxceleb1
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = REPO / "recipes" / "VoxCeleb1" / "imlkd"
@@ -39,38 +35,21 @@ TINY = [
 
 
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    root = tmp_path_factory.mktemp("kd_corpus")
-    meta = generate_corpus(
-        root,
-        n_train_speakers=4,
-        n_test_speakers=2,
-        sessions_per_speaker=2,
-        utterances_per_session=2,
-        min_duration=2.5,
-        max_duration=3.0,
-        n_trials=12,
-        seed=3,
-    )
-    return root, meta
+def samples(tmp_path_factory):
+    """The recipe rows' sample folder: the tiny corpus and teacher live there."""
+    return tmp_path_factory.mktemp("samples")
 
 
 @pytest.fixture(scope="module")
-def teacher_dir(corpus, tmp_path_factory):
+def corpus(samples):
+    root = samples / "voxceleb1"
+    return root, make_voxceleb1(root, samples)
+
+
+@pytest.fixture(scope="module")
+def teacher_dir(corpus, samples):
     """A random tiny teacher whose label encoder knows the training speakers."""
-    _, meta = corpus
-    torch.manual_seed(0)
-    train_speakers = meta["speakers"]["train"]
-    encoder = CategoricalEncoder()
-    encoder.update_from_iterable(train_speakers)
-    folder = tmp_path_factory.mktemp("teacher")
-    export_model(
-        folder,
-        build_ecapa(16, lin_neurons=16, attention_channels=8),
-        classifier=build_classifier(len(train_speakers), lin_neurons=16),
-        label_encoder=encoder,
-    )
-    return folder
+    return make_teacher(samples / "teacher", samples)
 
 
 def run(method, corpus, teacher_dir, out, *extra):

@@ -25,8 +25,7 @@ from speechbrain_imlkd.verify_cli import (
     parse_pair_list,
     verify,
 )
-from _onnx_models import LIN_NEURONS, tiny_exports
-from test_onnx_export import _feature_input_graph
+from _onnx_models import LIN_NEURONS, feature_input_graph, tiny_exports
 
 SR = 16000
 N_SPEAKERS = 3
@@ -223,7 +222,7 @@ def test_malformed_trial_lists(tmp_path):
 def test_onnx_whose_input_is_not_a_waveform(tmp_path, audio, capsys):
     root, waves = audio
     path = tmp_path / "features.onnx"
-    onnx.save(_feature_input_graph(), str(path))
+    onnx.save(feature_input_graph(), str(path))
     assert main([str(path), next(iter(waves))]) == EXIT_USAGE
     err = capsys.readouterr().err
     assert f"{path}: input 'feats'" in err and "not a waveform batch" in err

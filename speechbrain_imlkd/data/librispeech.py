@@ -79,6 +79,11 @@ Only audio headers are read (sample rate, channels, length, checked with
 :mod:`speechbrain_imlkd.data.audio`), except for the windows, which are
 decoded to be written.
 
+File listing, speaker labels and ``SPEAKERS.TXT`` live in
+:mod:`speechbrain_imlkd.data.librispeech_files`, windows and trial lists in
+:mod:`speechbrain_imlkd.data.librispeech_trials`; their public names are
+importable from this module too.
+
 Example
 -------
 >>> import tempfile, pathlib, numpy as np, soundfile as sf
@@ -108,22 +113,40 @@ import json
 import logging
 import os
 import random
-import re
 import shutil
 import sys
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Optional, Sequence, Union
 
 import numpy as np
-import soundfile as sf
 
-from speechbrain_imlkd.data.audio import read_wav_checked
+from speechbrain_imlkd.data.librispeech_files import (  # noqa: F401 (public names of this module)
+    AUTO,
+    MAX_READER_ID,
+    SEXES,
+    SPEAKER_LABEL,
+    SPEAKERS_TXT,
+    UNKNOWN_SEX,
+    LibriFile,
+    _resolve_speakers_file,
+    list_flac_files,
+    read_speakers_file,
+    speaker_label,
+)
+from speechbrain_imlkd.data.librispeech_trials import (
+    TRIAL_FILES,
+    WAV_ROOT,
+    WINDOWS_MARKER,
+    _reset_wav_root,
+    _speaker_windows,
+    _write_trial_list,
+)
 from speechbrain_imlkd.data.voxceleb import (
     PrepareReport,
     _format_list,
     _lengths,
-    _load_previous,
+    _reuse_previous,
+    _save_options,
     _write_csv,
 )
 from speechbrain_imlkd.hashing import file_digest
@@ -133,26 +156,10 @@ logger = logging.getLogger(__name__)
 OPTIONS_FILE = "prepare_librispeech_options.json"
 SKIPPED_FILE = "skipped.txt"
 SPEAKER_SETS_FILE = "speakers.json"
-SPEAKERS_TXT = "SPEAKERS.TXT"
-WAV_ROOT = "wav"
-#: Marks a wav root written by this module, the only kind it may delete.
-WINDOWS_MARKER = ".prepare_librispeech_windows"
-#: Trial list name -> (trial file, enrol CSV, test CSV).
-TRIAL_FILES = {
-    "dev": ("trials_dev.txt", "enrol_dev.csv", "test_dev.csv"),
-    "test": ("trials_test.txt", "enrol.csv", "test.csv"),
-}
 TRAIN_CSV = "train.csv"
 DEV_CSV = "dev.csv"
-#: Speaker label of a reader ID; five digits as trials.read_trials requires.
-SPEAKER_LABEL = "id{:05d}"
-MAX_READER_ID = 99999
-UNKNOWN_SEX = "unknown"
-SEXES = ("F", "M")
 POOL_MODES = ("eligible", "all")
 TARGET_POLICIES = ("most_distant", "all")
-#: ``speakers_file`` value that looks for SPEAKERS.TXT next to the data.
-AUTO = "auto"
 
 DEFAULT_N_DEV_SPEAKERS = 25
 DEFAULT_N_TEST_SPEAKERS = 50
@@ -166,266 +173,6 @@ DEFAULT_SAMPLE_RATE = 16000
 
 # Bumped when the output changes for identical options.
 _FORMAT_VERSION = 1
-_FLAC_RE = re.compile(r"(\d+)-(\d+)-(\d+)\.flac")
-_SPEAKERS_FIELDS = 5  # ID | SEX | SUBSET | MINUTES | NAME
-# Kinds of target pair, from the most to the least distant.
-_CROSS_CHAPTER, _SAME_CHAPTER, _SAME_FILE = "cross_chapter", "same_chapter", "same_file"
-_PAIR_KINDS = (_CROSS_CHAPTER, _SAME_CHAPTER, _SAME_FILE)
-# WAV subtypes a window copy keeps bit-exactly; anything else is stored as float.
-_LOSSLESS_SUBTYPES = ("PCM_16", "PCM_24", "PCM_32", "PCM_U8", "PCM_S8")
-
-
-@dataclass(frozen=True)
-class LibriFile:
-    """One LibriSpeech utterance file.
-
-    Arguments
-    ---------
-    rel : str
-        Path relative to the data folder, ``/`` separators.
-    reader : str
-        LibriSpeech reader (speaker) ID, as an integer string.
-    chapter : str
-        Chapter ID.
-    stem : str
-        File name without ``.flac``: ``<spk>-<chapter>-<utt>``.
-
-    Example
-    -------
-    >>> f = LibriFile("19/198/19-198-0001.flac", "19", "198", "19-198-0001")
-    >>> f.speaker
-    'id00019'
-    """
-
-    rel: str
-    reader: str
-    chapter: str
-    stem: str
-
-    @property
-    def speaker(self):
-        """The ``idNNNNN`` speaker label."""
-        return speaker_label(self.reader)
-
-
-def speaker_label(reader_id) -> str:
-    """Returns the ``idNNNNN`` label of a LibriSpeech reader ID.
-
-    Arguments
-    ---------
-    reader_id : str or int
-        The reader ID, e.g. ``"19"``.
-
-    Returns
-    -------
-    str
-        ``id`` and the ID zero-padded to five digits.
-
-    Raises
-    ------
-    ValueError
-        If the ID is not a non-negative integer below 100000.
-
-    Example
-    -------
-    >>> speaker_label("19"), speaker_label(8975)
-    ('id00019', 'id08975')
-    """
-    try:
-        value = int(str(reader_id))
-    except ValueError:
-        value = -1
-    if not 0 <= value <= MAX_READER_ID:
-        raise ValueError(
-            f"LibriSpeech reader ID {reader_id!r} is not an integer in "
-            f"[0, {MAX_READER_ID}] (labels are idNNNNN)"
-        )
-    return SPEAKER_LABEL.format(value)
-
-
-def read_speakers_file(path: Union[str, Path]) -> Dict[str, str]:
-    """Reads the sex of each reader from LibriSpeech's ``SPEAKERS.TXT``.
-
-    Lines starting with ``;`` are comments; the others read
-    ``ID | SEX | SUBSET | MINUTES | NAME`` (the name may itself hold ``|``).
-
-    Arguments
-    ---------
-    path : str or pathlib.Path
-        The file.
-
-    Returns
-    -------
-    dict
-        Reader ID (integer string, e.g. ``"19"``) -> ``"F"`` or ``"M"``.
-
-    Raises
-    ------
-    FileNotFoundError
-        If the file does not exist.
-    ValueError
-        On a malformed line or a reader listed twice (file and line named).
-
-    Example
-    -------
-    >>> import tempfile, pathlib
-    >>> f = pathlib.Path(tempfile.mkdtemp()) / "SPEAKERS.TXT"
-    >>> _ = f.write_text(";ID|SEX|SUBSET|MINUTES|NAME\\n"
-    ...                  "19 | F | train-clean-100 | 25.19 | Kara\\n"
-    ...                  "60 | M | train-clean-100 | 20.18 | |CBW|Simon\\n")
-    >>> read_speakers_file(f)
-    {'19': 'F', '60': 'M'}
-    >>> _ = f.write_text("19 | X | train-clean-100 | 25.19 | Kara\\n")
-    >>> read_speakers_file(f)
-    Traceback (most recent call last):
-    ...
-    ValueError: ...SPEAKERS.TXT, line 1: sex 'X' is not one of ('F', 'M')
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"Speakers file not found: {path}")
-    sexes = {}
-    text = path.read_text(encoding="utf-8", errors="replace")
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        if not line.strip() or line.lstrip().startswith(";"):
-            continue
-        where = f"{path}, line {lineno}"
-        fields = [f.strip() for f in line.split("|", _SPEAKERS_FIELDS - 1)]
-        if len(fields) != _SPEAKERS_FIELDS:
-            raise ValueError(
-                f"{where}: expected 'ID | SEX | SUBSET | MINUTES | NAME', "
-                f"got {line!r}"
-            )
-        reader, sex = fields[0], fields[1]
-        if not reader.isdigit():
-            raise ValueError(f"{where}: reader ID {reader!r} is not an integer")
-        if sex not in SEXES:
-            raise ValueError(f"{where}: sex {sex!r} is not one of {SEXES}")
-        reader = str(int(reader))
-        if reader in sexes:
-            raise ValueError(f"{where}: reader {reader} listed twice")
-        sexes[reader] = sex
-    return sexes
-
-
-def list_flac_files(
-    data_folder: Union[str, Path], subsets: Optional[Sequence[str]] = None
-) -> List[LibriFile]:
-    """Lists the ``<spk>-<chapter>-<utt>.flac`` files under a folder.
-
-    Arguments
-    ---------
-    data_folder : str or pathlib.Path
-        LibriSpeech root, one subset folder, or a flat folder of FLAC files.
-    subsets : sequence of str or None
-        Only walk these sub-folders of ``data_folder`` (e.g.
-        ``["train-clean-100"]``); ``None`` walks everything.
-
-    Returns
-    -------
-    list of LibriFile
-        Sorted by relative path.
-
-    Raises
-    ------
-    FileNotFoundError
-        If ``data_folder`` or a requested subset is missing.
-    ValueError
-        If no FLAC file is found, a file lies in a ``<spk>/<chapter>``
-        folder that contradicts its name, or an utterance appears twice.
-
-    Example
-    -------
-    >>> import tempfile, pathlib
-    >>> root = pathlib.Path(tempfile.mkdtemp())
-    >>> (root / "dev-clean" / "19" / "198").mkdir(parents=True)
-    >>> _ = (root / "dev-clean" / "19" / "198" / "19-198-0001.flac").write_bytes(b"")
-    >>> _ = (root / "dev-clean" / "19" / "198" / "19-198.trans.txt").write_text("")
-    >>> [f.rel for f in list_flac_files(root)]
-    ['dev-clean/19/198/19-198-0001.flac']
-    >>> list_flac_files(root, subsets=["train-clean-100"])
-    Traceback (most recent call last):
-    ...
-    FileNotFoundError: Subset folder not found: .../train-clean-100
-    """
-    root = Path(os.path.abspath(data_folder))
-    if not root.exists():
-        raise FileNotFoundError(f"Data folder not found: {root}")
-    if not root.is_dir():
-        raise NotADirectoryError(f"Data folder is not a folder: {root}")
-    tops = [root]
-    if subsets is not None:
-        tops = []
-        for name in subsets:
-            top = root / name
-            if not top.is_dir():
-                raise FileNotFoundError(f"Subset folder not found: {top}")
-            tops.append(top)
-    found, ignored, seen = [], [], {}
-    for top in tops:
-        for dirpath, dirnames, filenames in os.walk(top):
-            dirnames.sort()
-            for name in sorted(filenames):
-                if not name.endswith(".flac"):
-                    continue
-                path = Path(dirpath) / name
-                rel = path.relative_to(root).as_posix()
-                m = _FLAC_RE.fullmatch(name)
-                if m is None:
-                    ignored.append(rel)
-                    continue
-                reader, chapter = str(int(m.group(1))), m.group(2)
-                parent = path.parent
-                if (
-                    parent != root
-                    and parent.name.isdigit()
-                    and parent.parent.name.isdigit()
-                    and (int(parent.parent.name), parent.name)
-                    != (int(reader), chapter)
-                ):
-                    raise ValueError(
-                        f"{path}: the name says speaker {reader}, chapter "
-                        f"{chapter} but the file lies in "
-                        f"{parent.parent.name}/{parent.name}/"
-                    )
-                stem = name[: -len(".flac")]
-                if stem in seen:
-                    raise ValueError(
-                        f"Utterance {stem} found twice under {root}: "
-                        f"{seen[stem]} and {rel}"
-                    )
-                seen[stem] = rel
-                found.append(LibriFile(rel, reader, chapter, stem))
-    if ignored:
-        logger.warning(
-            "Ignored %d .flac files of %s not named <spk>-<chapter>-<utt>.flac,"
-            " e.g. %s",
-            len(ignored),
-            root,
-            _format_list(ignored),
-        )
-    if not found:
-        raise ValueError(
-            f"No LibriSpeech FLAC files (<spk>-<chapter>-<utt>.flac) found in "
-            f"{root}" + ("" if subsets is None else f" subsets {list(subsets)}")
-        )
-    return sorted(found, key=lambda f: f.rel)
-
-
-def _resolve_speakers_file(data_folder, speakers_file):
-    """Path of SPEAKERS.TXT to use, or None (no sex stratification)."""
-    if speakers_file is None:
-        return None
-    if speakers_file != AUTO:
-        path = Path(os.path.abspath(speakers_file))
-        if not path.is_file():
-            raise FileNotFoundError(f"speakers_file not found: {path}")
-        return path
-    root = Path(os.path.abspath(data_folder))
-    for candidate in (root / SPEAKERS_TXT, root.parent / SPEAKERS_TXT):
-        if candidate.is_file():
-            return candidate
-    return None
 
 
 def _check_options(
@@ -519,118 +266,6 @@ def _stratified_draw(speakers, sex_of, n, rng):
     return sorted(s for g in names for s in groups[g][: quota[g]])
 
 
-def _speaker_windows(files, lengths, win, n_windows, rng):
-    """Places ``n_windows`` disjoint windows of ``win`` samples in a speaker's files.
-
-    One window per file first, visiting chapters round-robin (files of a
-    chapter in ``rng`` order), then further windows in the files with the
-    most room left; the windows of a file are evenly spread over it.
-
-    Returns
-    -------
-    list of (LibriFile, start, stop) or None
-        None when the files cannot hold ``n_windows`` windows.
-    """
-    usable = [(f, n) for f, n in zip(files, lengths) if n >= win]
-    if sum(n // win for _, n in usable) < n_windows:
-        return None
-    by_chapter = {}
-    for f, n in sorted(usable, key=lambda x: x[0].rel):
-        by_chapter.setdefault(f.chapter, []).append((f, n))
-    queues = []
-    for chapter in sorted(by_chapter):
-        items = by_chapter[chapter]
-        rng.shuffle(items)
-        queues.append(items)
-    order = []
-    while any(queues):
-        for q in queues:
-            if q:
-                order.append(q.pop(0))
-    count = [0] * len(order)
-    for i in range(min(n_windows, len(order))):
-        count[i] = 1
-    while sum(count) < n_windows:
-        room = [n // win - c for (_, n), c in zip(order, count)]
-        count[room.index(max(room))] += 1
-    windows = []
-    for (f, n), c in zip(order, count):
-        if c == 1:
-            starts = [(n - win) // 2]
-        else:
-            # k * (n - win) // (c - 1) steps by >= win since n >= c * win.
-            starts = [k * (n - win) // (c - 1) for k in range(c)]
-        windows.extend((f, s, s + win) for s in starts)
-    return sorted(windows, key=lambda w: (w[0].rel, w[1]))
-
-
-def _window_id(f, k):
-    """Trial ID (path without ``.wav``) of the ``k``-th window of a file."""
-    return f"{f.speaker}/{f.chapter}/{f.stem}_w{k}"
-
-
-def _pair_kind(a, b):
-    """How distant two windows of one speaker are (see ``_PAIR_KINDS``)."""
-    if a.chapter != b.chapter:
-        return _CROSS_CHAPTER
-    if a.rel != b.rel:
-        return _SAME_CHAPTER
-    return _SAME_FILE
-
-
-def _make_trials(windows_by_spk, target_policy, nontarget_per_target, rng):
-    """Target and non-target pairs over the windows of a list's speakers.
-
-    Returns ``(trials, counts)``: ``trials`` is a list of
-    ``(label, enrol index, test index)`` into the flat window list (speaker
-    order, then window order).
-    """
-    flat, spk_index = [], []
-    for s, spk in enumerate(sorted(windows_by_spk)):
-        flat.extend(windows_by_spk[spk])
-        spk_index.extend([s] * len(windows_by_spk[spk]))
-    trials, counts = [], {k: 0 for k in _PAIR_KINDS}
-    offset = 0
-    for spk in sorted(windows_by_spk):
-        wins = windows_by_spk[spk]
-        pairs = [
-            (i, j, _pair_kind(wins[i][0], wins[j][0]))
-            for i in range(len(wins))
-            for j in range(i + 1, len(wins))
-        ]
-        if target_policy == "most_distant":
-            best = min(_PAIR_KINDS.index(kind) for _, _, kind in pairs)
-            pairs = [p for p in pairs if _PAIR_KINDS.index(p[2]) == best]
-        for i, j, kind in pairs:
-            trials.append((1, offset + i, offset + j))
-            counts[kind] += 1
-        offset += len(wins)
-    n_target = len(trials)
-    spk_index = np.asarray(spk_index)
-    ii, jj = np.triu_indices(len(flat), 1)
-    keep = spk_index[ii] != spk_index[jj]
-    ii, jj = ii[keep], jj[keep]
-    available = int(ii.shape[0])
-    wanted = available if nontarget_per_target is None else int(
-        round(nontarget_per_target * n_target)
-    )
-    if wanted < 1:
-        raise ValueError(
-            f"nontarget_per_target={nontarget_per_target} gives no non-target "
-            f"trial for {n_target} targets; EER and minDCF need both kinds"
-        )
-    if wanted > available:
-        raise ValueError(
-            f"nontarget_per_target={nontarget_per_target} asks for {wanted} "
-            f"non-target trials ({n_target} targets) but the "
-            f"{len(windows_by_spk)} speakers' {len(flat)} windows give only "
-            f"{available} distinct non-target pairs"
-        )
-    chosen = np.sort(rng.choice(available, size=wanted, replace=False))
-    trials.extend((0, int(ii[c]), int(jj[c])) for c in chosen)
-    return flat, trials, counts
-
-
 def _dev_allocation(units, ratio, rng):
     """Validation units (files or segments) per speaker.
 
@@ -675,33 +310,6 @@ def _expected_outputs(save_folder, lists, write_window_audio):
     if write_window_audio:
         paths.append(save_folder / WAV_ROOT / WINDOWS_MARKER)
     return paths
-
-
-def _reset_wav_root(wav_root):
-    """Removes a previous run's windows; never touches a foreign folder."""
-    if not wav_root.exists():
-        return
-    if (wav_root / WINDOWS_MARKER).is_file():
-        shutil.rmtree(wav_root)
-        return
-    if wav_root.is_dir() and not any(wav_root.iterdir()):
-        return
-    raise ValueError(
-        f"{wav_root} exists and was not written by prepare_librispeech (no "
-        f"{WINDOWS_MARKER}): refusing to overwrite it; choose another save_folder"
-    )
-
-
-def _write_window(src, start, stop, dest, sample_rate):
-    """Writes samples ``start:stop`` of ``src`` to ``dest`` as WAV, losslessly."""
-    data = read_wav_checked(src, sample_rate, start=start, stop=stop).numpy()
-    subtype = sf.info(str(src)).subtype
-    if subtype not in _LOSSLESS_SUBTYPES:
-        subtype = "FLOAT"
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(dest.name + ".tmp")
-    sf.write(str(tmp), data, sample_rate, subtype=subtype, format="WAV")
-    os.replace(tmp, dest)
 
 
 def prepare_librispeech(
@@ -863,23 +471,12 @@ def prepare_librispeech(
         "target_policy": target_policy,
         "write_window_audio": write_window_audio,
     }
-    options = json.loads(json.dumps(options))
     opt_file = save_folder / OPTIONS_FILE
-    previous = _load_previous(opt_file)
-    if (
-        previous is not None
-        and previous.get("options") == options
-        and all(p.is_file() for p in _expected_outputs(save_folder, lists, write_window_audio))
-    ):
-        logger.info(
-            "LibriSpeech preparation in %s is up to date (same options): skipping",
-            save_folder,
-        )
-        return PrepareReport(csv_files, previous.get("stats", {}), reused=True)
+    outputs = _expected_outputs(save_folder, lists, write_window_audio)
+    previous = _reuse_previous(opt_file, options, outputs, csv_files, "LibriSpeech preparation")
+    if previous is not None:
+        return previous
     save_folder.mkdir(parents=True, exist_ok=True)
-    if opt_file.exists():
-        # A crash below must not leave old options next to new outputs.
-        opt_file.unlink()
 
     files = list_flac_files(data_root, subsets)
     lengths = _lengths(
@@ -1017,9 +614,7 @@ def prepare_librispeech(
         sexes = list(entry["sex"].values())
         stats[f"{name}_speakers_by_sex"] = {x: sexes.count(x) for x in sorted(set(sexes))}
     (save_folder / SPEAKER_SETS_FILE).write_text(json.dumps(sets_out, indent=2))
-    tmp = opt_file.with_name(opt_file.name + ".tmp")
-    tmp.write_text(json.dumps({"options": options, "stats": stats}, indent=2))
-    os.replace(tmp, opt_file)
+    _save_options(opt_file, options, stats)
     logger.info("LibriSpeech preparation done in %s: %s", save_folder, stats)
     return PrepareReport(csv_files, stats, reused=False)
 
@@ -1104,62 +699,6 @@ def _prepare_training(
         "train_split_by_file_speakers": len(multi),
         "train_split_by_time_speakers": len(single),
     }
-
-
-def _write_trial_list(
-    name, windows_by_spk, data_root, save_folder, wav_root, sample_rate,
-    target_policy, nontarget_per_target, rng, write_window_audio, n_skipped,
-):
-    """Writes one trial list, its enrol/test CSVs and window audio; returns counts."""
-    trials_file, enrol_csv, test_csv = TRIAL_FILES[name]
-    # Window index k counts the windows of one file in time order.
-    named = {}
-    for spk, wins in windows_by_spk.items():
-        per_file, out = {}, []
-        for f, start, stop in wins:
-            k = per_file.get(f.rel, 0)
-            per_file[f.rel] = k + 1
-            out.append((f, start, stop, _window_id(f, k)))
-        named[spk] = out
-    flat, trials, counts = _make_trials(named, target_policy, nontarget_per_target, rng)
-    lines = [f"{label} {flat[e][3]}.wav {flat[t][3]}.wav\n" for label, e, t in trials]
-    path = save_folder / trials_file
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(lines))
-    os.replace(tmp, path)
-
-    def rows(indices):
-        for i in sorted(indices, key=lambda i: flat[i][3]):
-            f, start, stop, wid = flat[i]
-            seconds = f"{(stop - start) / sample_rate:.6f}"
-            yield (wid, seconds, str(data_root / f.rel), start, stop, f.speaker)
-
-    _write_csv(save_folder / enrol_csv, rows({e for _, e, _ in trials}))
-    _write_csv(save_folder / test_csv, rows({t for _, _, t in trials}))
-    if write_window_audio:
-        for f, start, stop, wid in flat:
-            _write_window(data_root / f.rel, start, stop, wav_root / f"{wid}.wav", sample_rate)
-    n_target = sum(1 for t in trials if t[0] == 1)
-    stats = {
-        "trials_file": trials_file,
-        "enrol_csv": enrol_csv,
-        "test_csv": test_csv,
-        "n_speakers": len(windows_by_spk),
-        "speakers_skipped": n_skipped,
-        "n_windows": len(flat),
-        "n_trials": len(trials),
-        "n_target": n_target,
-        "n_nontarget": len(trials) - n_target,
-        **{f"n_target_{kind}": counts[kind] for kind in _PAIR_KINDS},
-        "same_session_targets": counts[_SAME_CHAPTER] + counts[_SAME_FILE] > 0,
-    }
-    logger.info(
-        "Wrote %s: %d trials (%d target: %d cross-chapter, %d same-chapter, "
-        "%d same-file) over %d speakers",
-        path, len(trials), n_target, counts[_CROSS_CHAPTER],
-        counts[_SAME_CHAPTER], counts[_SAME_FILE], len(windows_by_spk),
-    )
-    return stats
 
 
 def main(argv=None):

@@ -602,23 +602,12 @@ def prepare_voxceleb1(
         ),
         "train_speakers": train_speakers,
     }
-    options = json.loads(json.dumps(options))
     opt_file = save_folder / OPTIONS_FILE
-    previous = _load_previous(opt_file)
-    if (
-        previous is not None
-        and previous.get("options") == options
-        and all(p.is_file() for p in csv_files.values())
-    ):
-        logger.info(
-            "VoxCeleb1 CSVs in %s are up to date (same options): skipping "
-            "preparation",
-            save_folder,
-        )
-        return PrepareReport(csv_files, previous.get("stats", {}), reused=True)
-    if opt_file.exists():
-        # A crash below must not leave old options next to new CSVs.
-        opt_file.unlink()
+    previous = _reuse_previous(
+        opt_file, options, csv_files.values(), csv_files, "VoxCeleb1 preparation"
+    )
+    if previous is not None:
+        return previous
 
     trials = read_trials(trial_file)
     stats = {"trials": trials.n_trials}
@@ -670,9 +659,7 @@ def prepare_voxceleb1(
             )
         )
 
-    tmp = opt_file.with_name(opt_file.name + ".tmp")
-    tmp.write_text(json.dumps({"options": options, "stats": stats}, indent=2))
-    os.replace(tmp, opt_file)
+    _save_options(opt_file, options, stats)
     logger.info("VoxCeleb1 preparation done in %s: %s", save_folder, stats)
     return PrepareReport(csv_files, stats, reused=False)
 
@@ -686,6 +673,50 @@ def _load_previous(opt_file):
     except (ValueError, OSError) as e:
         logger.warning("Ignoring unreadable %s (%s): preparing again", opt_file, e)
         return None
+
+
+def _reuse_previous(opt_file, options, outputs, csv_files, what):
+    """The previous run's report when it had these options and left its outputs.
+
+    Otherwise removes its options file: a crash of the new run must not
+    leave old options next to new outputs.
+
+    Arguments
+    ---------
+    opt_file : Path
+        Written by :func:`_save_options` at the end of the previous run.
+    options : dict
+        This run's options (compared as JSON, so tuples equal lists).
+    outputs : iterable of Path
+        Files the previous run must have left.
+    csv_files : dict
+        The files of the returned report.
+    what : str
+        The preparation, for the log.
+
+    Returns
+    -------
+    PrepareReport or None
+        ``reused=True`` with the previous counts, or None (prepare again).
+    """
+    previous = _load_previous(opt_file)
+    if (
+        previous is not None
+        and previous.get("options") == json.loads(json.dumps(options))
+        and all(p.is_file() for p in outputs)
+    ):
+        logger.info("%s in %s is up to date (same options): skipping", what, opt_file.parent)
+        return PrepareReport(csv_files, previous.get("stats", {}), reused=True)
+    if opt_file.exists():
+        opt_file.unlink()
+    return None
+
+
+def _save_options(opt_file, options, stats):
+    """Writes the options and counts of a finished run (atomically, last)."""
+    tmp = opt_file.with_name(opt_file.name + ".tmp")
+    tmp.write_text(json.dumps({"options": options, "stats": stats}, indent=2))
+    os.replace(tmp, opt_file)
 
 
 def _check_trial_files(trials, wav_folder, frames_by_id, trial_file):

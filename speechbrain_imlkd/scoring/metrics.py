@@ -55,10 +55,14 @@ import numpy as np
 
 
 def _to_numpy(x):
-    """Returns a numpy view of a torch tensor, array or sequence."""
+    """Returns a numpy view of a torch tensor, array or sequence.
+
+    Half-precision tensors (which numpy cannot hold, or holds too coarsely)
+    become float64; other dtypes are kept.
+    """
     if hasattr(x, "detach") and hasattr(x, "cpu"):  # torch.Tensor, no import
         x = x.detach().cpu()
-        if not x.dtype.is_floating_point or x.dtype in _TORCH_HALF():
+        if x.dtype in _TORCH_HALF():
             x = x.double()
         x = x.numpy()
     return np.asarray(x)
@@ -87,6 +91,15 @@ def _as_scores(x, name):
             f"{name} is empty: EER and minDCF need at least one target and "
             "one non-target trial"
         )
+    return _finite_floats(arr, name)
+
+
+def _finite_floats(arr, name, position="index"):
+    """Numeric scores as float32 (kept) or float64, all of them finite.
+
+    ``position`` is what the messages call an entry's index (``"index"``,
+    ``"trial"``).
+    """
     if arr.dtype != np.float32:
         try:
             arr = arr.astype(np.float64)
@@ -97,9 +110,24 @@ def _as_scores(x, name):
         first = int(np.flatnonzero(bad)[0])
         raise ValueError(
             f"{name} contains {int(bad.sum())} non-finite score(s) "
-            f"(NaN or inf); first at index {first}: {arr[first]}"
+            f"(NaN or inf); first at {position} {first}: {arr[first]}"
         )
     return arr
+
+
+def _binary_labels(labels, name="labels", position="index"):
+    """Boolean target mask of a 1-D array of 0/1 labels.
+
+    ``position`` is what the messages call an entry's index.
+    """
+    bad = ~np.isin(labels, (0, 1))
+    if bad.any():
+        first = int(np.flatnonzero(bad)[0])
+        raise ValueError(
+            f"{name} must be 0 or 1; {int(bad.sum())} are not, first at "
+            f"{position} {first}: {labels[first:first + 1].tolist()[0]!r}"
+        )
+    return labels.astype(bool)
 
 
 def _check_costs(p_target, c_miss, c_fa):
@@ -403,14 +431,7 @@ def _split_by_label(scores, labels):
             "scores and labels must be 1-D and of equal length, got shapes "
             f"{s.shape} and {lab.shape}"
         )
-    bad = ~np.isin(lab, (0, 1))
-    if bad.any():
-        first = int(np.flatnonzero(bad)[0])
-        raise ValueError(
-            f"labels must be 0 or 1; {int(bad.sum())} are not, first at "
-            f"index {first}: {lab[first]!r}"
-        )
-    is_t = lab.astype(bool)
+    is_t = _binary_labels(lab)
     return s[is_t], s[~is_t]
 
 

@@ -23,6 +23,7 @@ Authors
 import numpy as np
 
 from speechbrain_imlkd.scoring import compute_eer, compute_min_dcf
+from speechbrain_imlkd.scoring.metrics import _binary_labels, _finite_floats, _to_numpy
 
 #: Metrics that can be bootstrapped (lower is better for both).
 METRICS = ("eer", "min_dcf")
@@ -35,12 +36,7 @@ MIN_SPEAKERS = 2
 # ---------------------------------------------------------------------------
 def _as_1d(x, name):
     """A 1-D numpy array from an array, a sequence or a (CPU/GPU) tensor."""
-    if hasattr(x, "detach") and hasattr(x, "cpu"):  # torch.Tensor, no import
-        x = x.detach().cpu()
-        if x.dtype.is_floating_point and str(x.dtype) != "torch.float32":
-            x = x.double()
-        x = x.numpy()
-    arr = np.asarray(x)
+    arr = _to_numpy(x)
     if arr.ndim != 1:
         raise ValueError(f"{name} must be 1-D, got shape {arr.shape}")
     return arr
@@ -54,19 +50,7 @@ def _check_scores(scores, name, n=None):
             f"{name} has {arr.size} scores but there are {n} trials: the "
             "systems must be scored on the same trial list"
         )
-    if arr.dtype != np.float32:
-        try:
-            arr = arr.astype(np.float64)
-        except (TypeError, ValueError) as e:
-            raise ValueError(f"{name} must be numeric, got {arr.dtype}") from e
-    bad = ~np.isfinite(arr)
-    if bad.any():
-        first = int(np.flatnonzero(bad)[0])
-        raise ValueError(
-            f"{name} contains {int(bad.sum())} non-finite score(s); first at "
-            f"trial {first}: {arr[first]}"
-        )
-    return arr
+    return _finite_floats(arr, name, position="trial")
 
 
 def _check_labels(labels, n, name="labels"):
@@ -74,14 +58,7 @@ def _check_labels(labels, n, name="labels"):
     lab = _as_1d(labels, name)
     if lab.size != n:
         raise ValueError(f"{name} has {lab.size} entries but there are {n} scores")
-    bad = ~np.isin(lab, (0, 1))
-    if bad.any():
-        first = int(np.flatnonzero(bad)[0])
-        raise ValueError(
-            f"{name} must be 0 or 1; {int(bad.sum())} are not, first at "
-            f"trial {first}: {lab[first].item()!r}"
-        )
-    is_target = lab.astype(bool)
+    is_target = _binary_labels(lab, name, position="trial")
     if is_target.all() or not is_target.any():
         raise ValueError(
             f"{name} hold {int(is_target.sum())} target and "

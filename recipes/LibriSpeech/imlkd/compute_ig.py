@@ -1,18 +1,12 @@
 #!/usr/bin/env python3
 """Recipe: precompute the resemblyzer teacher's IG targets for IML-KD on LibriSpeech.
 
-Takes the same YAML and overrides as ``train_kd.py``; with ``ig_mode:
-cached`` training then reads the cache and runs no teacher pass:
+What ``recipes/VoxCeleb1/imlkd/compute_ig.py`` does, on this recipe's data
+(same YAML and overrides as this ``train_kd.py``; ``ig_mode: cached``
+training then runs no teacher pass; the steps and the ``torchrun`` use are
+in the VoxCeleb1 script's docstring):
 
     python compute_ig.py hparams/imlkd.yaml --data_folder=/path/LibriSpeech/train-clean-100
-
-    # the ranks share the chunks (one GPU each; gloo on CPUs):
-    torchrun --standalone --nproc_per_node=4 compute_ig.py hparams/imlkd.yaml ...
-
-Steps: data preparation (main process), teacher loading and speaker mapping
-(as ``train_kd.py``), then :func:`speechbrain_imlkd.ig_cache.prepare_ig_cache`
-with rebuild on: a stale cache (other teacher, CSV or setting) is rebuilt,
-an interrupted one resumes, torn shards are redone.
 
 Authors
  * speechbrain-imlkd contributors
