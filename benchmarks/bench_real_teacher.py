@@ -200,8 +200,9 @@ def markdown(summary, teacher, hparams, times, args, wall):
             )
         lines.append("")
     lines += [
-        f"Wall time: {wall / 60:.1f} min on this machine ({os.cpu_count()} cores, "
-        f"{args_jobs(args)} runs in parallel, 1 thread each). Per run (s): "
+        f"Wall time of the training invocations: {wall / 60:.1f} min on this machine "
+        f"({os.cpu_count()} cores shared with other jobs, {args_jobs(args)} runs in parallel, "
+        "1 thread each; later invocations resume). Per run (s, wall): "
         + ", ".join(f"{k} {v:.0f}" for k, v in times.items()),
         "",
     ]
@@ -251,8 +252,16 @@ def main(argv=None):
     times = train_all(args.methods, args.seeds, args.out, args.jobs, args.threads, overrides)
     summary = summarise(args.methods, args.seeds, hparams, args.out, args.n_boot)
     summary["teacher"] = teacher
-    summary["times_s"] = times
+    # Run times persist across resumed invocations (a resumed run costs 0 s).
+    times_file = args.out / "times.json"
+    recorded = json.loads(times_file.read_text()) if times_file.is_file() else {}
+    recorded["runs"] = {**recorded.get("runs", {}), **times}
     wall = time.perf_counter() - t0
+    if times:
+        recorded["wall_s"] = recorded.get("wall_s", 0.0) + wall
+    times_file.write_text(json.dumps(recorded, indent=2))
+    times, wall = recorded["runs"], recorded.get("wall_s", wall)
+    summary["times_s"] = times
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
     report = markdown(summary, teacher, hparams, times, raw, wall)
     (args.out / "results_real_teacher.md").write_text(report)

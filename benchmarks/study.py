@@ -46,6 +46,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from speechbrain_imlkd.demo import as_overrides
+
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = ROOT / "benchmarks" / "study.yaml"
 DEFAULT_OUT = ROOT / "results" / "study"
@@ -71,29 +73,6 @@ def slug(name):
     'imlkd_kd_alpha2'
     """
     return re.sub(r"[^A-Za-z0-9.]+", "_", name).strip("_")
-
-
-def as_overrides(mapping):
-    """``{key: value}`` as recipe command-line overrides (YAML flow values).
-
-    Arguments
-    ---------
-    mapping : dict
-        Overrides.
-
-    Returns
-    -------
-    list of str
-
-    Example
-    -------
-    >>> as_overrides({"eta": 0.3, "durations": [2.0, 3.0]})
-    ['--eta=0.3', '--durations=[2.0, 3.0]']
-    """
-    return [
-        f"--{k}={yaml.safe_dump(v, default_flow_style=True).strip().removesuffix('...').strip()}"
-        for k, v in mapping.items()
-    ]
 
 
 def dev_trials_from_csv(dev_csv, wav_root, out_file, seed=0, per_target=DEV_NONTARGET_PER_TARGET):
@@ -430,7 +409,6 @@ def setup_synthetic(setting, out, real_out):
 
     from speechbrain_imlkd.data.synthetic import generate_corpus
     from speechbrain_imlkd.demo import RECIPE, load_recipe
-    from speechbrain_imlkd.demo import as_overrides as demo_overrides
 
     with open(ROOT / setting["demo_config"], encoding="utf-8") as f:
         cfg = load_hyperpyyaml(f)
@@ -440,12 +418,12 @@ def setup_synthetic(setting, out, real_out):
     if not (teacher_dir / "hyperparams.yaml").is_file():
         load_recipe("train_teacher").main(
             [str(RECIPE / "hparams" / "train_teacher_ecapa.yaml"), f"--data_folder={corpus}",
-             f"--output_folder={out / 'teacher'}", *demo_overrides(cfg["teacher"]), "--noprogressbar"]
+             f"--output_folder={out / 'teacher'}", *as_overrides(cfg["teacher"]), "--noprogressbar"]
         )
     prep = out / "prepared"
     student = cfg["students"]
     base = [f"--data_folder={corpus}", f"--teacher_source={teacher_dir}", f"--output_root={out}",
-            f"--prep_folder={prep}", *demo_overrides(student)]
+            f"--prep_folder={prep}", *as_overrides(student)]
     # Preparation through one short scratch run's loader (as the recipe does).
     train_kd = load_recipe("train_kd")
     train_kd.load_hparams(str(RECIPE / "hparams" / "scratch_ecapa.yaml"),

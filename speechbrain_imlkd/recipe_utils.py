@@ -21,6 +21,7 @@ import csv
 import json
 import logging
 import sys
+import time
 from pathlib import Path
 
 import yaml
@@ -34,6 +35,10 @@ logger = logging.getLogger(__name__)
 
 #: Hyperparameter holding the classifier's number of outputs in every recipe YAML.
 N_SPEAKERS_KEY = "n_train_speakers"
+#: Seconds a rank of a distributed run waits, without holding the GIL, before
+#: it exits: time for the gloo worker threads to release the last works (see
+#: :func:`leave_process_group`). Far above the microseconds that takes.
+GLOO_DRAIN_SECONDS = 1.0
 
 
 def recipe_preamble(load_hparams, argv=None):
@@ -78,6 +83,38 @@ def recipe_preamble(load_hparams, argv=None):
     sb.utils.distributed.ddp_init_group(run_opts)
     hparams, overrides = load_hparams(hparams_file, overrides)
     return hparams_file, run_opts, hparams, overrides
+
+
+def leave_process_group(drain_seconds=GLOO_DRAIN_SECONDS):
+    """Lets the gloo threads finish, then destroys the ``torch.distributed`` group.
+
+    A gloo worker thread frees a finished collective after the rank has
+    moved on; freeing the tensors of a collective called from Python (e.g.
+    the broadcast of ``run_on_main``, which the barrier after it keeps
+    alive) needs the GIL. A rank that exits right after its last barrier can
+    reach interpreter shutdown first: the worker then dies taking the GIL
+    and the process aborts (SIGABRT, "terminate called without an active
+    exception", seen in a core dump of the two-process test), so torchrun
+    fails a run that had finished its work. Sleeping releases the GIL for
+    those threads; destroying the group then joins them when nothing else
+    holds it (DDP keeps a reference, hence the wait first). Called at the
+    end of a recipe on every rank. Not a collective: a rank done before the
+    others (the main process still scoring) leaves on its own.
+
+    Arguments
+    ---------
+    drain_seconds : float
+        How long to wait (only when a group exists).
+
+    Example
+    -------
+    >>> leave_process_group()  # no group: returns at once
+    """
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        time.sleep(drain_seconds)
+        dist.destroy_process_group()
 
 
 def as_override_dict(overrides):
@@ -448,6 +485,7 @@ def run_kd_recipe(load_hparams, argv=None):
     if hparams["evaluate_after_training"] and if_main_process():
         results = evaluate_student(hparams, run_opts)
         logger.info("final evaluation: %s", json.dumps(results))
+    leave_process_group()
     return results
 
 
@@ -492,5 +530,6 @@ def run_ig_precompute(load_hparams, argv=None):
     key = prepare_ig_cache(hparams, teacher, rebuild=True)
     if if_main_process():
         logger.info("IG cache ready (teacher %s, key %s)", key["teacher"][:12], key_hash(key)[:12])
+    leave_process_group()
     return key
 

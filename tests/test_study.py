@@ -99,6 +99,9 @@ def test_toy_grid_runs_every_cell_once_resumes_and_picks_on_dev(study, tmp_path)
 def test_overrides_are_yaml_on_the_command_line(study):
     assert study.as_overrides({"ig_mode": "online", "temperatures": [1.0, 2.0], "eta": 0.3}) == [
         "--ig_mode=online", "--temperatures=[1.0, 2.0]", "--eta=0.3"]
+    assert study.cell_overrides(
+        {"overrides": {"eta": 1.0}, "method_overrides": {"imlkd": {"eta": 0.5, "ig_steps": 8}}},
+        {"method": "imlkd", "overrides": {"ig_steps": 4}}) == {"eta": 0.5, "ig_steps": 4}
 
 
 def test_synthetic_dev_trials(study, tmp_path):

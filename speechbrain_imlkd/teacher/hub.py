@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 from hyperpyyaml import load_hyperpyyaml
 from speechbrain.inference.classifiers import EncoderClassifier
+from speechbrain.utils.distributed import if_main_process, run_on_main
 from speechbrain.utils.fetching import FetchConfig, LocalStrategy, fetch
 from speechbrain.utils.logger import get_logger
 
@@ -67,6 +68,57 @@ def _looks_like_path(source):
     )
 
 
+def _on_main(func, **kwargs):
+    """Runs ``func`` on the main process only; every rank gets its outcome.
+
+    Under ``torchrun`` the ranks share ``savedir``: collecting on each of
+    them lets one rank delete (re-link) a file another is loading. With
+    ``run_on_main`` the main process collects, a barrier follows and the
+    others read its result. ``run_on_main`` alone would leave the other
+    ranks waiting forever for the broadcast result when ``func`` raises, so
+    the error travels as the result: the main process raises the original,
+    the others a ``RuntimeError`` naming it. Without ``torch.distributed``
+    this is just ``func(**kwargs)``.
+
+    Arguments
+    ---------
+    func : callable
+        Run on the main process with ``kwargs``.
+    **kwargs
+        Its keyword arguments.
+
+    Returns
+    -------
+    object
+        What ``func`` returned on the main process (on every rank).
+
+    Example
+    -------
+    >>> _on_main(dict, name="ecapa")
+    {'name': 'ecapa'}
+    >>> _on_main(os.stat, path="/nonexistent/teacher")
+    Traceback (most recent call last):
+    ...
+    FileNotFoundError: [Errno 2] No such file or directory: '/nonexistent/teacher'
+    """
+    caught = []
+
+    def attempt():
+        """Returns (result, None), or (None, error text) after catching it."""
+        try:
+            return func(**kwargs), None
+        except Exception as e:  # re-raised below, on every rank
+            caught.append(e)
+            return None, f"{type(e).__name__}: {e}"
+
+    result, error = run_on_main(attempt)
+    if caught:
+        raise caught[0]
+    if error is not None:
+        raise RuntimeError(f"failed on the main process ({error})")
+    return result
+
+
 def _resolve_source(source, savedir):
     """Returns (is_local, normalised source, local hyperparams.yaml path)."""
     if os.path.isdir(str(source)):
@@ -86,7 +138,8 @@ def _resolve_source(source, savedir):
             f"(one of {', '.join(_adapter_names())})"
         )
     try:
-        hparams_path = fetch(
+        hparams_path = _on_main(
+            fetch,
             filename=HPARAMS_FILE,
             source=str(source),
             savedir=savedir,
@@ -274,7 +327,9 @@ def load_teacher(
         overwrite=is_local,
     )
     try:
-        paths = pretrainer.collect_files(
+        # Main process only: the ranks share savedir (see _on_main).
+        paths = _on_main(
+            pretrainer.collect_files,
             default_source=source,
             local_strategy=LocalStrategy.SYMLINK,
             fetch_config=fetch_config,
@@ -283,6 +338,11 @@ def load_teacher(
         raise FileNotFoundError(
             f"cannot fetch the teacher checkpoints from {source} ({e})"
         ) from e
+    if not if_main_process():
+        # What collect_files records on the process that ran it.
+        for name, path in paths.items():
+            pretrainer.paths[name] = str(path)
+            pretrainer.is_local.append(name)
     for name, path in paths.items():
         obj = pretrainer.loadables[name]
         if isinstance(obj, torch.nn.Module):

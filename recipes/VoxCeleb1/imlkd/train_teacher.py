@@ -29,6 +29,7 @@ from speechbrain_imlkd.hparams_utils import load_recipe_hparams
 from speechbrain_imlkd.recipe_utils import (
     as_override_dict,
     check_label_encoder,
+    leave_process_group,
     recipe_preamble,
     size_to_training_speakers,
 )
@@ -338,6 +339,8 @@ def main(argv=None):
     folder = None
     if if_main_process():
         folder, _ = export_and_evaluate(brain, hparams, label_encoder)
+    # Under torchrun, lets gloo's threads finish before the interpreter exits.
+    leave_process_group()
     return brain, folder
 
 
