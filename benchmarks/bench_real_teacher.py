@@ -152,7 +152,7 @@ def pct(x):
     return f"{100 * x:.2f}"
 
 
-def markdown(summary, teacher, hparams, times, args, wall):
+def markdown(summary, teacher, hparams, times, args, wall, jobs):
     """The report table."""
     prep = json.loads(
         (Path(hparams["prep_folder"]) / "prepare_librispeech_options.json").read_text()
@@ -201,17 +201,12 @@ def markdown(summary, teacher, hparams, times, args, wall):
         lines.append("")
     lines += [
         f"Wall time of the training invocations: {wall / 60:.1f} min on this machine "
-        f"({os.cpu_count()} cores shared with other jobs, {args_jobs(args)} runs in parallel, "
+        f"({os.cpu_count()} cores shared with other jobs, {jobs} runs in parallel, "
         "1 thread each; later invocations resume). Per run (s, wall): "
         + ", ".join(f"{k} {v:.0f}" for k, v in times.items()),
         "",
     ]
     return "\n".join(lines)
-
-
-def args_jobs(args):
-    """The ``--jobs`` value of the command line, for the report."""
-    return next((a.split("=")[1] for a in args if a.startswith("--jobs=")), "2")
 
 
 def main(argv=None):
@@ -263,7 +258,7 @@ def main(argv=None):
     times, wall = recorded["runs"], recorded.get("wall_s", wall)
     summary["times_s"] = times
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
-    report = markdown(summary, teacher, hparams, times, raw, wall)
+    report = markdown(summary, teacher, hparams, times, raw, wall, args.jobs)
     (args.out / "results_real_teacher.md").write_text(report)
     if not args.no_report_copy:
         shutil.copyfile(args.out / "results_real_teacher.md", REPORT)

@@ -171,8 +171,8 @@ class KDBrain(sb.Brain):
         -------
         dict
             ``feats``, ``lengths``, ``emb``, ``cos`` (the classifier's
-            cosines, ``B x 1 x N``) and, when training with a teacher that
-            has its own front end, ``teacher_feats``.
+            cosines, ``B x 1 x N``) and ``wavs`` (the waveforms the
+            features came from, for a teacher with its own front end).
         """
         batch = batch.to(self.device)
         wavs, lens = batch.sig
@@ -182,10 +182,7 @@ class KDBrain(sb.Brain):
         feats = self.modules.mean_var_norm(feats, lens)
         emb = self.modules.embedding_model(feats, lens)
         cos = self.modules.classifier(emb)
-        out = {"feats": feats, "lengths": lens, "emb": emb.squeeze(1), "cos": cos}
-        if stage == sb.Stage.TRAIN and self.saliency_mapping is not None:
-            out["teacher_feats"] = self.teacher.features(wavs, lens)
-        return out
+        return {"feats": feats, "lengths": lens, "emb": emb.squeeze(1), "cos": cos, "wavs": wavs}
 
     def compute_objectives(self, predictions, batch, stage):
         """AAM-softmax loss on the clean chunk plus the distiller's term.
@@ -228,12 +225,24 @@ class KDBrain(sb.Brain):
             teacher_logits=teacher.logits if teacher is not None else None,
             projection=getattr(self.modules, "projection", None),
             ids=batch.id,
-            teacher_feats=predictions.get("teacher_feats"),
+            # Only if a distiller asks: cached imlkd never runs the teacher.
+            teacher_features=self._teacher_features(predictions),
             saliency_mapping=self.saliency_mapping,
         )
         kd_loss, terms = self.hparams.distiller(kd_batch)
         self._accumulate_terms({"cls": cls_loss.detach(), **terms})
         return cls_loss + kd_loss
+
+    def _teacher_features(self, predictions):
+        """``() -> teacher features`` of the batch's waveforms, or None.
+
+        Only a teacher with its own front end (``saliency_mapping`` set in
+        :meth:`on_fit_start`) needs features of its own.
+        """
+        if self.saliency_mapping is None:
+            return None
+        wavs, lens = predictions["wavs"], predictions["lengths"]
+        return lambda: self.teacher.features(wavs, lens)
 
     def _accumulate_terms(self, terms):
         for name, value in terms.items():

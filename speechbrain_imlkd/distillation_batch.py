@@ -139,12 +139,20 @@ class DistillationBatch:
         ``mapping(teacher_saliency, n_frames) -> student_saliency``
         (:class:`speechbrain_imlkd.integrated_inputs.SaliencyMapping`);
         needed with ``teacher_feats``.
+    teacher_features : callable, optional
+        ``() -> teacher_feats``, called on first use when ``teacher_feats``
+        is None: a distiller that never asks for the teacher's own features
+        (``imlkd`` reading cached targets, ``scratch``) does not pay for
+        its front end.
 
     Example
     -------
     >>> batch = DistillationBatch.toy(batch_size=2, n_frames=50, n_speakers=2)
     >>> batch.feats.shape, batch.teacher_inputs is batch.feats
     (torch.Size([2, 50, 8]), True)
+    >>> batch.teacher_features = lambda: torch.zeros(2, 50, 3)
+    >>> batch.teacher_inputs.shape, batch.teacher_feats is not None
+    (torch.Size([2, 50, 3]), True)
     """
 
     feats: torch.Tensor
@@ -161,11 +169,19 @@ class DistillationBatch:
     extras: Dict = field(default_factory=dict)
     teacher_feats: Optional[torch.Tensor] = None
     saliency_mapping: Optional[Callable] = None
+    teacher_features: Optional[Callable] = None
+
+    def own_teacher_feats(self):
+        """The teacher's own features of the chunk (computed once), or None."""
+        if self.teacher_feats is None and self.teacher_features is not None:
+            self.teacher_feats = self.teacher_features()
+        return self.teacher_feats
 
     @property
     def teacher_inputs(self):
         """The clean chunk as the teacher sees it (its own features if any)."""
-        return self.feats if self.teacher_feats is None else self.teacher_feats
+        own = self.own_teacher_feats()
+        return self.feats if own is None else own
 
     def teacher_segments(self, starts, n_frames):
         """Cuts the teacher-space segments that match student segments.
@@ -190,9 +206,10 @@ class DistillationBatch:
         >>> b.teacher_segments(torch.tensor([0, 5]), 3)[:, :, 0].tolist()
         [[0.0, 1.0, 2.0], [25.0, 26.0, 27.0]]
         """
-        if self.teacher_feats is None:
+        own = self.own_teacher_feats()
+        if own is None:
             return None
-        t = match_frames(self.teacher_feats, self.feats.shape[1])
+        t = match_frames(own, self.feats.shape[1])
         index = starts.to(t.device)[:, None] + torch.arange(n_frames, device=t.device)
         return torch.gather(t, 1, index[..., None].expand(-1, -1, t.shape[-1]))
 
