@@ -4,6 +4,7 @@ dev, the synthetic dev trial list."""
 
 import importlib.util
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -43,11 +44,14 @@ class FakeRunner:
         self.labels, self.trials, self.quality = labels, trials, quality
         self.calls = []
         self.times = {}
+        self.locks = {}
+        self.guard = threading.Lock()
 
     def lock(self, key):
-        import threading
-
-        return threading.Lock()
+        # One lock per cache, as the real runner keeps: a fresh lock per call
+        # would let two seeds both build the cache.
+        with self.guard:
+            return self.locks.setdefault(key, threading.Lock())
 
     def run(self, name, cmd):
         self.calls.append(name)
