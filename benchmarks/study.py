@@ -226,11 +226,14 @@ def cell_run(setting, cell, seed, base_args, out, runner, uses_cache):
 
 def train_cells(setting, cells, seeds, base_args, out, runner, jobs):
     """Every cell x seed, ``jobs`` at a time; returns ``{cell: [run folders]}``."""
+    # Seed-major order: the first seeds of the cells go first, so that two
+    # workers build two different IG caches side by side instead of one
+    # waiting on the lock of the cache the other is building.
     jobs_list = []
-    for cell in cells:
-        overrides = cell_overrides(setting, cell)
-        uses_cache = cell["method"] == "imlkd" and overrides.get("ig_mode", "cached") == "cached"
-        for seed in seeds:
+    for seed in seeds:
+        for cell in cells:
+            overrides = cell_overrides(setting, cell)
+            uses_cache = cell["method"] == "imlkd" and overrides.get("ig_mode", "cached") == "cached"
             jobs_list.append((cell, seed, uses_cache))
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         futures = [
@@ -346,6 +349,49 @@ def choose_pick(dev, cells):
     return min(candidates, key=lambda c: dev["eer"][c]["mean"]) if candidates else None
 
 
+def scoring_plan(pick, cells, baselines, fallback):
+    """Which cells are scored on the test trials, and what the pick is paired with.
+
+    The pick is compared with ``kd`` (every table) and with a second cell:
+    its plain-input twin when the pick names one (``twin``: the same loss
+    composition on plain segments, so that the pair differs only in the
+    integrated inputs), else ``fallback``.
+
+    Arguments
+    ---------
+    pick : str or None
+        The dev pick.
+    cells : list of dict
+        The cells that ran.
+    baselines : list of str
+        Cells always scored on the test trials.
+    fallback : str or None
+        The second reference when the pick has no twin.
+
+    Returns
+    -------
+    test_cells : list of str
+        Cells to score on the test trials, each once, in order.
+    second : str or None
+        The cell the pick is paired with (None when it is the pick itself).
+
+    Example
+    -------
+    >>> cells = [{"name": "kd"}, {"name": "mlkd+kd"},
+    ...          {"name": "imlkd+kd", "twin": "mlkd+kd"}]
+    >>> scoring_plan("imlkd+kd", cells, ["kd", "mlkd"], "mlkd")
+    (['imlkd+kd', 'kd', 'mlkd+kd'], 'mlkd+kd')
+    """
+    ran = {c["name"] for c in cells}
+    twin = next((c.get("twin") for c in cells if c["name"] == pick), None)
+    second = twin or fallback
+    wanted = dict.fromkeys([pick, *baselines, second])
+    test_cells = [c for c in wanted if c is not None and c in ran]
+    if second not in test_cells or second == pick or pick is None:
+        second = None
+    return test_cells, second
+
+
 def prepare_real(data, out):
     """Prepares LibriSpeech exactly as its recipe does (once; reused after).
 
@@ -459,16 +505,16 @@ def run_setting(name, cfg, cells, seeds, out_root, jobs, n_boot):
     reference = cfg["reference"]
     dev = table({c: dev_scores(f) for c, f in folders.items()}, lists["dev"], reference, n_boot)
     pick = choose_pick(dev, cells)
-    test_cells = [c for c in [pick, *cfg["test_baselines"]] if c is not None and c in folders]
+    ran = [c for c in cells if c["name"] in folders]
+    test_cells, second = scoring_plan(pick, ran, cfg["test_baselines"], cfg.get("second_reference"))
     test = table(
         {c: score_list(folders[c], lists["test_data_folder"], lists["test"], "test") for c in test_cells},
         lists["test"], reference, n_boot,
     )
     summary = {"setting": name, "seeds": seeds, "cells": cells, "pick": pick, "dev": dev,
                "test": test, "times_s": runner.times}
-    second = cfg.get("second_reference")
-    if second in test_cells and pick is not None and pick != second:
-        # The pick against the multi-level baseline too, paired on the same trials.
+    if second is not None:
+        # The pick against its plain-input twin (or mlkd), paired on the same trials.
         summary["test_vs_second"] = table(
             {c: score_list(folders[c], lists["test_data_folder"], lists["test"], "test")
              for c in (second, pick)},
@@ -510,7 +556,9 @@ def report(summary, argv):
     lines += markdown_table("Test trials (report)", summary["test"], "kd")
     if "test_vs_second" in summary:
         ref = next(iter(summary["test_vs_second"]["eer"]))
-        lines += markdown_table(f"Test trials, the pick against {ref}", summary["test_vs_second"], ref)
+        twin = next((c.get("twin") for c in summary["cells"] if c["name"] == summary["pick"]), None)
+        why = " (its plain-input twin: the same loss, plain segments)" if ref == twin else ""
+        lines += markdown_table(f"Test trials, the pick against {ref}{why}", summary["test_vs_second"], ref)
     if "transfer" in summary:
         lines += markdown_table(
             "Transfer to real speech (LibriSpeech test trials; never used for choices)",
