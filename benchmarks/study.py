@@ -13,7 +13,9 @@ cells (a method YAML plus overrides, one knob at a time). For each setting::
        the reference (`kd`) on the same trials
        (:func:`speechbrain_imlkd.significance.compare_methods`);
     3. the pick: the `candidate` cell with the lowest mean dev EER;
-    4. the pick, `kd` and `mlkd` are scored once on the TEST trials;
+    4. the pick, `kd`, `mlkd` and the pick's plain-input twin (`twin`: the
+       same loss on plain segments) are scored once on the TEST trials; the
+       pick is paired with `kd`, its twin and `mlkd`;
     5. (synthetic) every student is also scored on real speech (the real
        setting's test trials), to measure transfer; never used for choices.
 
@@ -349,13 +351,13 @@ def choose_pick(dev, cells):
     return min(candidates, key=lambda c: dev["eer"][c]["mean"]) if candidates else None
 
 
-def scoring_plan(pick, cells, baselines, fallback):
+def scoring_plan(pick, cells, baselines, others):
     """Which cells are scored on the test trials, and what the pick is paired with.
 
-    The pick is compared with ``kd`` (every table) and with a second cell:
-    its plain-input twin when the pick names one (``twin``: the same loss
-    composition on plain segments, so that the pair differs only in the
-    integrated inputs), else ``fallback``.
+    The pick is compared with ``kd`` (every table) and, each in its own
+    paired table, with its plain-input twin when it names one (``twin``: the
+    same loss composition on plain segments, so that the pair differs only
+    in the integrated inputs) and with the ``others``.
 
     Arguments
     ---------
@@ -365,31 +367,30 @@ def scoring_plan(pick, cells, baselines, fallback):
         The cells that ran.
     baselines : list of str
         Cells always scored on the test trials.
-    fallback : str or None
-        The second reference when the pick has no twin.
+    others : list of str
+        Further cells the pick is paired with (``second_reference``).
 
     Returns
     -------
     test_cells : list of str
         Cells to score on the test trials, each once, in order.
-    second : str or None
-        The cell the pick is paired with (None when it is the pick itself).
+    pairs : list of str
+        The cells the pick is paired with, twin first (none is the pick).
 
     Example
     -------
-    >>> cells = [{"name": "kd"}, {"name": "mlkd+kd"},
+    >>> cells = [{"name": "kd"}, {"name": "mlkd"}, {"name": "mlkd+kd"},
     ...          {"name": "imlkd+kd", "twin": "mlkd+kd"}]
-    >>> scoring_plan("imlkd+kd", cells, ["kd", "mlkd"], "mlkd")
-    (['imlkd+kd', 'kd', 'mlkd+kd'], 'mlkd+kd')
+    >>> scoring_plan("imlkd+kd", cells, ["kd", "mlkd"], ["mlkd"])
+    (['imlkd+kd', 'kd', 'mlkd', 'mlkd+kd'], ['mlkd+kd', 'mlkd'])
     """
     ran = {c["name"] for c in cells}
     twin = next((c.get("twin") for c in cells if c["name"] == pick), None)
-    second = twin or fallback
-    wanted = dict.fromkeys([pick, *baselines, second])
-    test_cells = [c for c in wanted if c is not None and c in ran]
-    if second not in test_cells or second == pick or pick is None:
-        second = None
-    return test_cells, second
+    pairs = [c for c in dict.fromkeys([twin, *others]) if c in ran and c != pick]
+    if pick is None:
+        pairs = []
+    wanted = dict.fromkeys([pick, *baselines, *pairs])
+    return [c for c in wanted if c is not None and c in ran], pairs
 
 
 def prepare_real(data, out):
@@ -506,20 +507,22 @@ def run_setting(name, cfg, cells, seeds, out_root, jobs, n_boot):
     dev = table({c: dev_scores(f) for c, f in folders.items()}, lists["dev"], reference, n_boot)
     pick = choose_pick(dev, cells)
     ran = [c for c in cells if c["name"] in folders]
-    test_cells, second = scoring_plan(pick, ran, cfg["test_baselines"], cfg.get("second_reference"))
+    seconds = cfg.get("second_reference") or []
+    test_cells, pairs = scoring_plan(pick, ran, cfg["test_baselines"],
+                                     [seconds] if isinstance(seconds, str) else seconds)
     test = table(
         {c: score_list(folders[c], lists["test_data_folder"], lists["test"], "test") for c in test_cells},
         lists["test"], reference, n_boot,
     )
     summary = {"setting": name, "seeds": seeds, "cells": cells, "pick": pick, "dev": dev,
                "test": test, "times_s": runner.times}
-    if second is not None:
-        # The pick against its plain-input twin (or mlkd), paired on the same trials.
-        summary["test_vs_second"] = table(
-            {c: score_list(folders[c], lists["test_data_folder"], lists["test"], "test")
-             for c in (second, pick)},
-            lists["test"], second, n_boot,
-        )
+    # The pick against its plain-input twin and against mlkd, each paired
+    # on the same trials.
+    summary["test_vs"] = {
+        ref: table({c: score_list(folders[c], lists["test_data_folder"], lists["test"], "test")
+                    for c in (ref, pick)}, lists["test"], ref, n_boot)
+        for ref in pairs
+    }
     if "transfer" in lists:
         summary["transfer"] = table(
             {c: score_list(f, lists["transfer_data_folder"], lists["transfer"], "real")
@@ -554,11 +557,10 @@ def report(summary, argv):
     ]
     lines += markdown_table("Dev trials (choices)", summary["dev"], "kd")
     lines += markdown_table("Test trials (report)", summary["test"], "kd")
-    if "test_vs_second" in summary:
-        ref = next(iter(summary["test_vs_second"]["eer"]))
-        twin = next((c.get("twin") for c in summary["cells"] if c["name"] == summary["pick"]), None)
+    twin = next((c.get("twin") for c in summary["cells"] if c["name"] == summary["pick"]), None)
+    for ref, paired in summary.get("test_vs", {}).items():
         why = " (its plain-input twin: the same loss, plain segments)" if ref == twin else ""
-        lines += markdown_table(f"Test trials, the pick against {ref}{why}", summary["test_vs_second"], ref)
+        lines += markdown_table(f"Test trials, the pick against {ref}{why}", paired, ref)
     if "transfer" in summary:
         lines += markdown_table(
             "Transfer to real speech (LibriSpeech test trials; never used for choices)",

@@ -128,12 +128,14 @@ def test_synthetic_dev_trials(study, tmp_path):
                                   per_target=100)
 
 
-def test_scoring_plan_pairs_the_pick_with_its_twin_else_the_fallback(study):
+def test_scoring_plan_pairs_the_pick_with_its_twin_and_the_others(study):
     cells = [{"name": "kd"}, {"name": "mlkd"}, {"name": "mlkd+kd"},
              {"name": "imlkd+kd", "twin": "mlkd+kd"}, {"name": "attr_kd+kd"}]
-    assert study.scoring_plan("imlkd+kd", cells, ["kd", "mlkd"], "mlkd") == (
-        ["imlkd+kd", "kd", "mlkd", "mlkd+kd"], "mlkd+kd")
-    # No twin: the fallback; a fallback that did not run: no pairing.
-    assert study.scoring_plan("attr_kd+kd", cells, ["kd"], "mlkd") == (["attr_kd+kd", "kd", "mlkd"], "mlkd")
-    assert study.scoring_plan("attr_kd+kd", cells[:1] + cells[4:], ["kd"], "mlkd") == (["attr_kd+kd", "kd"], None)
-    assert study.scoring_plan(None, cells, ["kd"], "mlkd") == (["kd", "mlkd"], None)
+    assert study.scoring_plan("imlkd+kd", cells, ["kd", "mlkd"], ["mlkd"]) == (
+        ["imlkd+kd", "kd", "mlkd", "mlkd+kd"], ["mlkd+kd", "mlkd"])
+    # No twin: the others only; cells that did not run are never paired.
+    assert study.scoring_plan("attr_kd+kd", cells, ["kd"], ["mlkd"]) == (["attr_kd+kd", "kd", "mlkd"], ["mlkd"])
+    assert study.scoring_plan("attr_kd+kd", cells[:1] + cells[4:], ["kd"], ["mlkd"]) == (["attr_kd+kd", "kd"], [])
+    # The pick is never paired with itself; no pick, no pairs.
+    assert study.scoring_plan("mlkd", cells, ["kd"], ["mlkd"]) == (["mlkd", "kd"], [])
+    assert study.scoring_plan(None, cells, ["kd"], ["mlkd"]) == (["kd"], [])
