@@ -351,6 +351,28 @@ def choose_pick(dev, cells):
     return min(candidates, key=lambda c: dev["eer"][c]["mean"]) if candidates else None
 
 
+def twin_of(pick, cells):
+    """The plain-input twin a cell names (``twin``), or None.
+
+    Arguments
+    ---------
+    pick : str or None
+        A cell name.
+    cells : list of dict
+        The cells.
+
+    Returns
+    -------
+    str or None
+
+    Example
+    -------
+    >>> twin_of("imlkd", [{"name": "imlkd", "twin": "mlkd"}]), twin_of("kd", [{"name": "kd"}])
+    ('mlkd', None)
+    """
+    return next((c.get("twin") for c in cells if c["name"] == pick), None)
+
+
 def scoring_plan(pick, cells, baselines, others):
     """Which cells are scored on the test trials, and what the pick is paired with.
 
@@ -385,8 +407,7 @@ def scoring_plan(pick, cells, baselines, others):
     (['imlkd+kd', 'kd', 'mlkd', 'mlkd+kd'], ['mlkd+kd', 'mlkd'])
     """
     ran = {c["name"] for c in cells}
-    twin = next((c.get("twin") for c in cells if c["name"] == pick), None)
-    pairs = [c for c in dict.fromkeys([twin, *others]) if c in ran and c != pick]
+    pairs = [c for c in dict.fromkeys([twin_of(pick, cells), *others]) if c in ran and c != pick]
     if pick is None:
         pairs = []
     wanted = dict.fromkeys([pick, *baselines, *pairs])
@@ -507,20 +528,17 @@ def run_setting(name, cfg, cells, seeds, out_root, jobs, n_boot):
     dev = table({c: dev_scores(f) for c, f in folders.items()}, lists["dev"], reference, n_boot)
     pick = choose_pick(dev, cells)
     ran = [c for c in cells if c["name"] in folders]
-    seconds = cfg.get("second_reference") or []
-    test_cells, pairs = scoring_plan(pick, ran, cfg["test_baselines"],
-                                     [seconds] if isinstance(seconds, str) else seconds)
-    test = table(
-        {c: score_list(folders[c], lists["test_data_folder"], lists["test"], "test") for c in test_cells},
-        lists["test"], reference, n_boot,
-    )
+    others = [cfg["second_reference"]] if cfg.get("second_reference") else []
+    test_cells, pairs = scoring_plan(pick, ran, cfg["test_baselines"], others)
+    test_scores = {c: score_list(folders[c], lists["test_data_folder"], lists["test"], "test")
+                   for c in test_cells}
+    test = table(test_scores, lists["test"], reference, n_boot)
     summary = {"setting": name, "seeds": seeds, "cells": cells, "pick": pick, "dev": dev,
                "test": test, "times_s": runner.times}
     # The pick against its plain-input twin and against mlkd, each paired
     # on the same trials.
     summary["test_vs"] = {
-        ref: table({c: score_list(folders[c], lists["test_data_folder"], lists["test"], "test")
-                    for c in (ref, pick)}, lists["test"], ref, n_boot)
+        ref: table({c: test_scores[c] for c in (ref, pick)}, lists["test"], ref, n_boot)
         for ref in pairs
     }
     if "transfer" in lists:
@@ -557,7 +575,7 @@ def report(summary, argv):
     ]
     lines += markdown_table("Dev trials (choices)", summary["dev"], "kd")
     lines += markdown_table("Test trials (report)", summary["test"], "kd")
-    twin = next((c.get("twin") for c in summary["cells"] if c["name"] == summary["pick"]), None)
+    twin = twin_of(summary["pick"], summary["cells"])
     for ref, paired in summary.get("test_vs", {}).items():
         why = " (its plain-input twin: the same loss, plain segments)" if ref == twin else ""
         lines += markdown_table(f"Test trials, the pick against {ref}{why}", paired, ref)

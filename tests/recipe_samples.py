@@ -38,16 +38,7 @@ VOXCELEB1_CORPUS = dict(
     seed=3,
 )
 #: A tiny corpus of synthetic voices laid out as a flat LibriSpeech folder.
-LIBRISPEECH_CORPUS = dict(
-    n_train_speakers=6,
-    n_test_speakers=2,
-    sessions_per_speaker=2,
-    utterances_per_session=2,
-    min_duration=2.5,
-    max_duration=3.0,
-    n_trials=4,
-    seed=11,
-)
+LIBRISPEECH_CORPUS = {**VOXCELEB1_CORPUS, "n_train_speakers": 6, "n_trials": 4, "seed": 11}
 #: LibriSpeech-like reader ids of the sample speakers start here.
 LIBRISPEECH_FIRST_READER = 101
 #: A random-weight teacher small enough for the rows' debug runs.
