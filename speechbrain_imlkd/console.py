@@ -334,12 +334,10 @@ class Console:
             self.say(desc)
         bar = tqdm(total=total, desc=desc.ljust(DESC_WIDTH), unit=unit, file=self.stream,
                    disable=self.verbose, dynamic_ncols=True, leave=True)
-        handlers = []
-        if tick is not None:
-            handler = _TickHandler(bar, tick)
+        handler = _TickHandler(bar, tick) if tick is not None else None
+        if handler is not None:
             for name in TICK_LOGGERS:
                 logging.getLogger(name).addHandler(handler)
-            handlers.append(handler)
         stop = threading.Event()
         poller = None
         if poll is not None and not self.verbose:
@@ -355,7 +353,7 @@ class Console:
             stop.set()
             if poller is not None:
                 poller.join()
-            for handler in handlers:
+            if handler is not None:
                 for name in TICK_LOGGERS:
                     logging.getLogger(name).removeHandler(handler)
             # Resumed or cached work logs nothing: a finished stage is full.
